@@ -58,16 +58,17 @@ def test_doctor_roundtrip(capsys):
     assert "round trip" in capsys.readouterr().out
 
 
-def test_plugin_registers_every_listed_operator(monkeypatch):
+def test_plugin_registers_every_listed_operator(monkeypatch, tmp_path):
     """Every operator class the plugin defines is listed in fiftyone.yml and vice versa."""
     import yaml
-    import fiftyone.plugins as fop
-    import fiftyone.operators as foo
-
-    monkeypatch.setenv("FIFTYONE_PLUGINS_DIR", str(REPO.parent))
     import fiftyone as fo
+    import fiftyone.operators as foo
+    import fiftyone.plugins as fop
 
-    monkeypatch.setattr(fo.config, "plugins_dir", str(REPO.parent))
+    # a plugins dir holding only this checkout (other clones may sit beside it)
+    (tmp_path / "sepl").symlink_to(REPO, target_is_directory=True)
+    monkeypatch.setenv("FIFTYONE_PLUGINS_DIR", str(tmp_path))
+    monkeypatch.setattr(fo.config, "plugins_dir", str(tmp_path))
     listed = set(yaml.safe_load((REPO / "fiftyone.yml").read_text())["operators"] or [])
     listed |= set(yaml.safe_load((REPO / "fiftyone.yml").read_text()).get("panels") or [])
     defs = [d for d in fop.list_plugins() if d.name == "@sepl/sepl"]

@@ -125,3 +125,22 @@ class MaskSource(abc.ABC):
     @abc.abstractmethod
     def config(self) -> Dict[str, Any]:
         """JSON-serialisable parameters: what a run records and a resume must match."""
+
+
+def mask_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """NxM float32 IoU between the masks of two NxHxW / MxHxW bool stacks (one matmul)."""
+    fa = a.reshape(len(a), -1).astype(np.float32)
+    fb = b.reshape(len(b), -1).astype(np.float32)
+    inter = fa @ fb.T
+    union = fa.sum(1)[:, None] + fb.sum(1)[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0).astype(np.float32)
+
+
+def matched_fraction(a: np.ndarray, b: np.ndarray, thresh: float = 0.99) -> float:
+    """Fraction of masks in ``a`` and ``b`` that have a partner of IoU >= ``thresh`` in the other."""
+    if len(a) == 0 and len(b) == 0:
+        return 1.0
+    if len(a) == 0 or len(b) == 0:
+        return 0.0
+    iou = mask_iou_matrix(a, b)
+    return float(((iou.max(1) >= thresh).sum() + (iou.max(0) >= thresh).sum()) / (len(a) + len(b)))

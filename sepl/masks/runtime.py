@@ -46,16 +46,26 @@ def is_oom(err: BaseException) -> bool:
         isinstance(err, RuntimeError) and "out of memory" in str(err).lower())
 
 
-def with_oom_retry(fn: Callable[[Sequence], List[T]], items: Sequence, batch_size: int, what: str = "batch") -> List[T]:
+class BatchSize:
+    """A batch size that shrinks on out-of-memory and stays shrunk for later calls."""
+
+    def __init__(self, value: int):
+        self.value = max(1, int(value))
+
+
+def with_oom_retry(fn: Callable[[Sequence], List[T]], items: Sequence, batch_size, what: str = "batch") -> List[T]:
     """``fn`` applied to consecutive chunks of ``items``, concatenated.
 
-    On CUDA out-of-memory the chunk is retried at half the size (down to 1) and the
-    smaller size is kept for the rest; only a single item that does not fit is an error.
+    On CUDA out-of-memory the chunk is retried at half its size (down to 1) and the
+    smaller size is kept for the rest (and, when ``batch_size`` is a ``BatchSize``, for
+    later calls); only a single item that does not fit is an error.
     """
     torch = require("torch")
+    state = batch_size if isinstance(batch_size, BatchSize) else BatchSize(batch_size)
     out: List[T] = []
-    i, bs = 0, max(1, int(batch_size))
+    i = 0
     while i < len(items):
+        bs = state.value
         chunk = items[i:i + bs]
         try:
             res = fn(chunk)
@@ -67,8 +77,8 @@ def with_oom_retry(fn: Callable[[Sequence], List[T]], items: Sequence, batch_siz
             if bs == 1:
                 raise SeplError(f"out of memory on a single {what}: {str(e)[:200]}",
                                 hint="use a smaller model type, fewer points per batch, or --device cpu")
-            bs = max(1, bs // 2)
-            log.warning("out of memory: retrying with %s size %d", what, bs)
+            state.value = max(1, len(chunk) // 2)
+            log.warning("out of memory: retrying with %s size %d", what, state.value)
             continue
         out.extend(res)
         i += len(chunk)
@@ -97,7 +107,7 @@ class ImageEncoder:
     def __init__(self, sam, batch_size: int = 4, dtype: Optional[str] = None):
         sa = require("segment_anything", "SAM masks")
         self.sam = sam
-        self.batch_size = batch_size
+        self.batch_size = BatchSize(batch_size)
         self.dtype = resolve_dtype(dtype)
         self.transform = sa.utils.transforms.ResizeLongestSide(sam.image_encoder.img_size)
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import SeplError
 from ..optional import require
-from .runtime import ImageEncoder, check_image, with_oom_retry
+from .runtime import BatchSize, ImageEncoder, check_image, with_oom_retry
 
 
 def check_boxes(boxes, height: int, width: int) -> np.ndarray:
@@ -37,7 +37,7 @@ class BoxPromptedSAM:
                  dtype: Optional[str] = None):
         self.sam = sam
         self.multimask = multimask
-        self.box_batch = box_batch
+        self.box_batch = BatchSize(box_batch)
         self.encoder = ImageEncoder(sam, batch_size=image_batch, dtype=dtype)
 
     def predict(self, image: np.ndarray, boxes) -> Tuple[np.ndarray, np.ndarray]:

@@ -37,6 +37,8 @@ def register(subparsers):
     p.add_argument("--mode", choices=("paper", "official"), default="paper", help="SEPL merge mode")
     p.add_argument("--name", default="sepl-demo", help="FiftyOne dataset name")
     p.add_argument("--output", default="sepl-demo-output", help="folder for the table, plots and summary")
+    p.add_argument("--data-dir", default=None,
+                   help="folder for the generated images, labels and seeds (default: <FiftyOne dataset dir>/NAME)")
     p.add_argument("--fresh", action="store_true", help="delete and rebuild the dataset and generated files")
     p.add_argument("--no-app", action="store_true", help="do not open the App at the end")
     p.add_argument("--port", type=int, default=5151, help="App port")
@@ -69,7 +71,7 @@ def run(args) -> int:
         name=args.name, num_images=args.num_images, size=_size(args.size), scene_seed=args.scene_seed,
         seeds=args.seeds, seed_preset=args.seed_preset, masks=args.masks, sam_checkpoint=args.sam_checkpoint,
         sam_model_type=args.sam_model_type, points_per_side=args.points_per_side, mode=args.mode,
-        output_dir=args.output, fresh=args.fresh,
+        output_dir=args.output, data_dir=args.data_dir, fresh=args.fresh,
     )
     t = time.perf_counter()
     ds, result = run_demo(cfg)

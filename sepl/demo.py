@@ -257,6 +257,7 @@ def make_masks(ds, plan: Dict[str, Any], say: Say = print) -> None:
     def step(overwrite):
         with progress_bar("class-agnostic masks") as progress:
             summary = generate_masks(ds, out_field=MASKS, overwrite=overwrite, progress=progress, **plan)
+            progress(1.0, f"{summary.get('processed', 0)} computed, {summary.get('skipped', 0)} reused")
         if summary.get("failed"):
             raise SeplError(f"{len(summary['failed'])} sample(s) got no masks: {summary['failed'][:3]}",
                             hint="rerun the same command to retry them")
@@ -319,6 +320,31 @@ def worst_view(ds):
     view = worst_samples(ds, SEPL)
     ds.save_view(WORST_VIEW, view, overwrite=True)
     return view
+
+
+def configure_app(ds) -> None:
+    """What the App shows first: the SEPL labels and the per-sample scores (not the many
+    class-agnostic masks, which would cover every image), in the colours of the pictures."""
+    import fiftyone as fo
+
+    from .classes import voc_palette
+
+    palette = voc_palette(len(SYNTH_CLASSES))
+    ds.app_config.active_fields = fo.ActiveFields(paths=[SEPL, LABELS, f"{SEEDS}_miou", f"{SEPL}_miou",
+                                                         f"{SEPL}_delta"])
+    ds.app_config.color_scheme = fo.ColorScheme(
+        color_by="value", opacity=0.6,
+        default_mask_targets_colors=[{"intTarget": i, "color": "#%02x%02x%02x" % tuple(int(v) for v in palette[i])}
+                                     for i in range(1, len(SYNTH_CLASSES))])
+    ds.save()
+
+
+def app_url(ds, port: int, address: str = "127.0.0.1") -> str:
+    """The App's address of the worst-samples view."""
+    import urllib.parse
+
+    host = "localhost" if address in ("0.0.0.0", "127.0.0.1") else address
+    return f"http://{host}:{port}/datasets/{urllib.parse.quote(ds.name)}?view={WORST_VIEW}"
 
 
 # -- pictures ------------------------------------------------------------------------------------
@@ -408,6 +434,7 @@ def run_demo(cfg: DemoConfig, say: Say = print) -> Tuple[Any, DemoResult]:
     out_dir = Path(cfg.output_dir)
     result.files = write_pictures(ds, result, out_dir, cfg.overlay_samples)
     worst_view(ds)
+    configure_app(ds)
     lap("pictures")
     result.seconds = seconds
     summary = out_dir / "summary.json"
@@ -439,16 +466,16 @@ def launch_app(ds, port: int = 5151, address: str = "127.0.0.1", wait: bool = Tr
 
     view = ds.load_saved_view(WORST_VIEW) if ds.has_saved_view(WORST_VIEW) else worst_view(ds)
     session = fo.launch_app(view, remote=True, address=address, port=port)
-    host = "localhost" if address in ("0.0.0.0", "127.0.0.1") else address
-    say(f"the App serves dataset '{ds.name}', sorted by SEPL per-sample mIoU (worst first), at "
-        f"http://{host}:{port}/  (from another machine: ssh -N -L {port}:127.0.0.1:{port} this-host)")
+    say(f"the App serves dataset '{ds.name}', sorted by SEPL per-sample mIoU (worst first), at\n"
+        f"  {app_url(ds, port, address)}\n"
+        f"(from another machine: ssh -N -L {port}:127.0.0.1:{port} this-host, then open that address)")
     if not wait:
         return session
     say("press Ctrl-C to stop")
     try:
         session.wait(-1)
     except KeyboardInterrupt:
-        pass
+        say("stopping the App")
     finally:
         session.close()
     return None

@@ -21,12 +21,30 @@ def _as_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def _codes(pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore_index: int, name=None) -> np.ndarray:
-    """Flat ``gt * (C+1) + pred`` codes of the non-ignored pixels (pred outside 0..C-1 -> C)."""
+def _counts(pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore_index: int, name=None) -> np.ndarray:
+    """(C, C+1) counts of (gt, pred) pairs over the non-ignored pixels; column C holds
+    predictions outside 0..C-1."""
     if pred.shape != gt.shape:
         raise SeplError(f"prediction is {pred.shape} but ground truth is {gt.shape}",
                         hint="both label maps must come from the same image size", sample=name)
     c = num_classes
+    if gt.dtype == np.uint8 and pred.dtype == np.uint8:
+        # fast path for PNG label maps: one 256x256 histogram of (gt << 8 | pred)
+        codes = gt.astype(np.intp).reshape(-1)
+        codes <<= 8
+        codes |= pred.reshape(-1)
+        h = np.bincount(codes, minlength=65536).reshape(256, 256)
+        if 0 <= ignore_index < 256:
+            h[ignore_index] = 0
+        if c < 256 and h[c:].any():
+            bad = np.flatnonzero(h[c:].sum(1)) + c
+            raise SeplError(f"ground truth has values {bad[:10].tolist()} outside 0..{c - 1} (ignore {ignore_index})",
+                            hint="pass the right --num-classes / ignore_index", sample=name)
+        m = np.zeros((c, c + 1), np.int64)
+        k = min(c, 256)
+        m[:k, :k] = h[:k, :k]
+        m[:k, c] = h[:k, k:].sum(1)
+        return m
     gt = gt.reshape(-1)
     pred = pred.reshape(-1)
     valid = gt != ignore_index
@@ -37,7 +55,7 @@ def _codes(pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore_index: int
                         hint="pass the right --num-classes / ignore_index", sample=name)
     p = pred[valid].astype(np.int64)
     p[(p < 0) | (p >= c)] = c
-    return g * (c + 1) + p
+    return np.bincount(g * (c + 1) + p, minlength=c * (c + 1)).reshape(c, c + 1)
 
 
 class ConfusionMatrix:
@@ -58,9 +76,7 @@ class ConfusionMatrix:
 
     def update(self, pred: Any, gt: Any, name: Optional[str] = None) -> "ConfusionMatrix":
         """Add one (H, W) prediction / ground-truth pair (numpy or torch integer arrays)."""
-        codes = _codes(_as_numpy(pred), _as_numpy(gt), self.num_classes, self.ignore_index, name)
-        c = self.num_classes
-        self._m += np.bincount(codes, minlength=c * (c + 1)).reshape(c, c + 1)
+        self._m += _counts(_as_numpy(pred), _as_numpy(gt), self.num_classes, self.ignore_index, name)
         return self
 
     def merge(self, other: "ConfusionMatrix") -> "ConfusionMatrix":
@@ -125,6 +141,14 @@ class ConfusionMatrix:
         total = self._m.sum()
         return float(self.true_positives.sum() / total) if total else float("nan")
 
+    def present_miou(self) -> float:
+        """Mean IoU over the classes present in GT or prediction (NaN if none): the per-sample
+        figure when the matrix holds one image."""
+        tp = self.true_positives
+        union = self.gt_counts + self.pred_counts - tp
+        present = union > 0
+        return float((tp[present] / union[present]).mean()) if present.any() else float("nan")
+
     def summary(self, class_names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         """A JSON-ready dict: miou, pixel_accuracy and per-class iou/precision/recall/gt/pred."""
         names = list(class_names) if class_names is not None else [str(i) for i in range(self.num_classes)]
@@ -148,17 +172,7 @@ def per_sample_miou(pred: Any, gt: Any, num_classes: int, ignore_index: int = 25
     Returns NaN when the image has no scored pixel. A finding-bad-samples figure, not the
     dataset mIoU (use ``ConfusionMatrix`` for that).
     """
-    c = int(num_classes)
-    codes = _codes(_as_numpy(pred), _as_numpy(gt), c, ignore_index)
-    m = np.bincount(codes, minlength=c * (c + 1)).reshape(c, c + 1)
-    tp = np.diagonal(m[:, :c])
-    gt_n = m.sum(1)
-    pred_n = m[:, :c].sum(0)
-    union = gt_n + pred_n - tp
-    present = union > 0
-    if not present.any():
-        return float("nan")
-    return float((tp[present] / union[present]).mean())
+    return ConfusionMatrix(num_classes, ignore_index).update(pred, gt).present_miou()
 
 
 def boundary_fscore(pred: Any, gt: Any, tolerance: int = 2, ignore_index: int = 255,

@@ -138,21 +138,20 @@ def merge(
         raise SeplError("the mask set is empty", hint="rerun mask generation for this image, "
                         "or pass allow_empty=True to keep the seed", sample=name)
 
-    lab, num_classes = _label_index(seed_np.reshape(-1), num_classes, ignore_index, name)
-    c = num_classes
-    present = np.flatnonzero(np.bincount(lab, minlength=c + 1))  # label columns; c = ignore
-    area, inter = _mask_stats(stack, lab, present)  # (N,), (N, len(present))
-    b = np.zeros(c + 1, np.int64)
-    b[present] = np.bincount(lab, minlength=c + 1)[present]
-    full = np.zeros((n, c + 1), np.int64)
-    full[:, present] = inter
-
+    flat = seed_np.reshape(-1)
+    counts, c = _seed_counts(flat, num_classes, ignore_index, name)
+    stack = _Masks(stack)
+    fg_pix = (flat >= 1) & (flat < c)
     if mode == "official":
-        records, out = _official(stack, lab, area, full, b, c, os_thresh, op_thresh)
+        records, out = _official(stack, flat, fg_pix, counts, c, os_thresh, op_thresh)
     else:
-        records, out = _paper(stack, lab, area, full, b, c, os_thresh, op_thresh, fallback)
-    if keep_ignore:
-        out = _restore_ignore(out, stack, lab, records["selected"], c, ignore_index)
+        records, out = _paper(stack, flat, fg_pix, counts, c, os_thresh, op_thresh, fallback)
+    if keep_ignore and 0 <= ignore_index < counts.size and counts[ignore_index]:
+        ign = flat == ignore_index
+        sel = stack.union(np.flatnonzero(records["selected"]))
+        if sel is not None:
+            ign &= ~sel
+        out[ign] = ignore_index
     labels = out.reshape(h, w)
     if torch_device is not None:
         import torch
@@ -162,59 +161,66 @@ def merge(
 
 
 # ---------------------------------------------------------------------------------------
-# the two modes: per-mask decisions on the small (N, C+1) statistics, then pixel composition
+# the two modes: per-mask decisions on the small (N, C) statistics, then pixel composition
+# from a few unions of mask groups
 
 
-def _official(stack, lab, area, inter, b, c, os_thresh, op_thresh):
-    n = len(area)
-    fg_b = b[1:c]
+def _ratios(inter, area, b):
     with np.errstate(divide="ignore", invalid="ignore"):
-        o_s = np.where(area[:, None] > 0, inter[:, 1:c] / np.maximum(area[:, None], 1), 0.0)
-        o_p = np.where(fg_b[None] > 0, inter[:, 1:c] / np.maximum(fg_b[None], 1), 0.0)
-    pass_s = (o_s > os_thresh) & (fg_b[None] > 0)
-    pass_p = (o_p >= op_thresh) & (fg_b[None] > 0)
+        o_s = np.where(area[:, None] > 0, inter / np.maximum(area[:, None], 1), 0.0)
+        o_p = np.where(b[None] > 0, inter / np.maximum(b[None], 1), 0.0)
+    return o_s, o_p
+
+
+def _official(stack, flat, fg_pix, counts, c, os_thresh, op_thresh):
+    n = stack.n
+    area = stack.area()
+    classes = [v for v in range(1, c) if counts[v]]
+    inter = np.zeros((n, c), np.int64)
+    inter[:, classes] = stack.inters([flat == v for v in classes])
+    b = counts[:c]
+    o_s, o_p = _ratios(inter, area, b)
+    live = (b > 0)[None] & (np.arange(c) >= 1)[None]
+    pass_s = (o_s > os_thresh) & live
+    pass_p = (o_p >= op_thresh) & live
     crit = pass_s | pass_p
     claimed = crit.any(1)
-    first = np.argmax(crit, axis=1)  # lowest class index that passes
-    best = np.argmax(inter[:, 1:c], axis=1) if c > 1 else np.zeros(n, np.int64)
+    first = np.argmax(crit, axis=1)  # the lowest class index that passes
+    best = np.argmax(np.where(live, inter, -1), axis=1)  # for the record of unclaimed masks
     col = np.where(claimed, first, best)
     rows = np.arange(n)
-    class_id = np.where(claimed, first + 1, -1).astype(np.int64)
-    rec_s = o_s[rows, col] if c > 1 else np.zeros(n)
-    rec_p = o_p[rows, col] if c > 1 else np.zeros(n)
-    reason = _reasons(claimed, pass_s[rows, col] if c > 1 else np.zeros(n, bool),
-                      pass_p[rows, col] if c > 1 else np.zeros(n, bool), area,
-                      inter[:, 1:c].sum(1) > 0)
-    # key = owner class, or c ("+inf") for masks no class claims
+    class_id = np.where(claimed, first, -1).astype(np.int64)
+    reason = _reasons(claimed, pass_s[rows, col], pass_p[rows, col], area, inter[:, 1:].sum(1) > 0)
+
+    # key = owner class, or c ("+inf") for masks no class claims; maxkey/selmax per pixel
     key = np.where(claimed, class_id, c)
-    groups = _group_unions(stack, key, sorted(set(key.tolist())))
-    hw = lab.shape[0]
-    maxkey = np.full(hw, -1, np.int64)
-    selmax = np.zeros(hw, np.int64)
-    for g, union in groups:  # ascending key: a later (larger) key overwrites
-        maxkey[union] = g
+    maxkey = np.zeros(flat.shape, np.uint8 if c < 256 else np.int32)  # 0 = no mask
+    selmax = np.zeros(flat.shape, np.uint8)
+    for g in np.unique(key):  # ascending: a larger key overwrites
+        union = stack.union(np.flatnonzero(key == g))
+        np.copyto(maxkey, maxkey.dtype.type(g), where=union)
         if g < c:
-            selmax[union] = g
-    cam = np.where((lab >= 1) & (lab < c) & (lab > maxkey), lab, 0)
-    out = np.maximum(selmax, cam).astype(np.uint8)
-    records = dict(class_id=class_id, o_s=rec_s.astype(np.float64), o_p=rec_p.astype(np.float64),
-                   area=area.astype(np.int64), selected=claimed, reason=reason)
+            np.copyto(selmax, np.uint8(g), where=union)
+    cam = fg_pix & (flat > maxkey)  # CAM kept where no mask still unclaimed at its class lies
+    out = np.maximum(selmax, np.where(cam, flat, 0).astype(np.uint8))
+    records = dict(class_id=class_id, o_s=o_s[rows, col], o_p=o_p[rows, col], area=area,
+                   selected=claimed, reason=reason)
     return records, out
 
 
-def _paper(stack, lab, area, inter, b, c, os_thresh, op_thresh, fallback):
-    n = len(area)
-    # competitors: background and present foreground classes (the ignore column never competes)
-    comp = inter[:, :c].copy()
-    comp[:, b[:c] == 0] = -1
+def _paper(stack, flat, fg_pix, counts, c, os_thresh, op_thresh, fallback):
+    n = stack.n
+    area = stack.area()
+    classes = [v for v in range(0, c) if counts[v]]  # background competes
+    inter = np.zeros((n, c), np.int64)
+    inter[:, classes] = stack.inters([flat == v for v in classes])
+    b = counts[:c]
+    comp = np.where((b > 0)[None], inter, -1)
     assigned = np.argmax(comp, axis=1)  # ties -> lower index
-    has = comp[np.arange(n), assigned] > 0
     rows = np.arange(n)
-    i_a = inter[rows, assigned]
-    b_a = b[assigned]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        o_s = np.where(area > 0, i_a / np.maximum(area, 1), 0.0)
-        o_p = np.where(b_a > 0, i_a / np.maximum(b_a, 1), 0.0)
+    has = comp[rows, assigned] > 0
+    o_s_all, o_p_all = _ratios(inter, area, b)
+    o_s, o_p = o_s_all[rows, assigned], o_p_all[rows, assigned]
     pass_s = o_s > os_thresh
     pass_p = o_p > op_thresh
     is_bg = has & (assigned == 0)
@@ -223,53 +229,33 @@ def _paper(stack, lab, area, inter, b, c, os_thresh, op_thresh, fallback):
     reason = _reasons(selected, pass_s, pass_p, area, has)
     reason = [REASON_BACKGROUND if bg else r for bg, r in zip(is_bg.tolist(), reason)]
 
-    fg = (lab >= 1) & (lab < c)
-    if fallback == "unmasked":
-        covered = _group_unions(stack, np.zeros(n, np.int64), [0])
-    else:
-        covered = _group_unions(stack, np.where(selected, 0, 1), [0])
-    out = np.where(fg, lab, 0).astype(np.uint8)
-    if covered:
-        out[covered[0][1]] = 0
-    # paint order: decreasing area, then decreasing class so the lower class is painted last
-    sel_idx = np.flatnonzero(selected)
-    order = sel_idx[np.lexsort((-class_id[sel_idx], -area[sel_idx]))]
-    rank = np.zeros(n, np.int64)
-    rank[order] = np.arange(1, len(order) + 1)
-    winner = _max_key(stack, rank)  # (HW,) 0 where no selected mask
-    paint_class = np.zeros(len(order) + 1, np.uint8)
-    paint_class[1:] = class_id[order]
-    painted = winner > 0
-    out[painted] = paint_class[winner[painted]]
-    records = dict(class_id=class_id, o_s=o_s.astype(np.float64), o_p=o_p.astype(np.float64),
-                   area=area.astype(np.int64), selected=selected, reason=reason)
+    out = np.where(fg_pix, flat, 0).astype(np.uint8)
+    sel_rows = np.flatnonzero(selected)
+    covered = stack.union(rows if fallback == "unmasked" else sel_rows)
+    if covered is not None:
+        out[covered] = 0
+    # paint each class's selected union; where unions of different classes overlap, the
+    # smallest covering mask wins (equal areas: the lower class)
+    hits = np.zeros(flat.shape, np.uint8)
+    for v in np.unique(class_id[sel_rows]):
+        union = stack.union(sel_rows[class_id[sel_rows] == v])
+        np.copyto(out, np.uint8(v), where=union)
+        hits += union
+    clash = np.flatnonzero(hits > 1)
+    if clash.size:
+        order = sel_rows[np.lexsort((-class_id[sel_rows], -area[sel_rows]))]  # paint order
+        rank = np.arange(1, order.size + 1)
+        win = stack.max_key(order, rank, clash)
+        out[clash] = class_id[order][win - 1]
+    records = dict(class_id=class_id, o_s=o_s, o_p=o_p, area=area, selected=selected, reason=reason)
     return records, out
 
 
 def _reasons(selected, pass_s, pass_p, area, overlaps) -> List[str]:
-    out = []
-    for sel, s, p, a, ov in zip(selected.tolist(), pass_s.tolist(), pass_p.tolist(), area.tolist(),
-                                overlaps.tolist()):
-        if a == 0:
-            out.append(REASON_EMPTY)
-        elif sel:
-            out.append(REASON_BOTH if (s and p) else REASON_OS if s else REASON_OP)
-        elif not ov:
-            out.append(REASON_NO_OVERLAP)
-        else:
-            out.append(REASON_REJECTED)
-    return out
-
-
-def _restore_ignore(out, stack, lab, selected, c, ignore_index):
-    ign = lab == c
-    if not ign.any():
-        return out
-    groups = _group_unions(stack, np.where(selected, 0, 1), [0])
-    keep = ign if not groups else ign & ~groups[0][1]
-    out = out.copy()
-    out[keep] = ignore_index
-    return out
+    codes = np.where(area == 0, 0, np.where(selected, np.where(pass_s & pass_p, 1, np.where(pass_s, 2, 3)),
+                                            np.where(overlaps, 4, 5)))
+    names = np.array([REASON_EMPTY, REASON_BOTH, REASON_OS, REASON_OP, REASON_REJECTED, REASON_NO_OVERLAP])
+    return names[codes].tolist()
 
 
 # ---------------------------------------------------------------------------------------
@@ -288,24 +274,25 @@ def _to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def _label_index(flat: np.ndarray, num_classes: Optional[int], ignore_index: int, name) -> Tuple[np.ndarray, int]:
-    """Seed values -> column indices 0..C (C = the ignore column), validated."""
-    if flat.size and flat.min() < 0 and flat.dtype != bool:
+def _seed_counts(flat: np.ndarray, num_classes: Optional[int], ignore_index: int, name) -> Tuple[np.ndarray, int]:
+    """Pixel counts per seed value (at least C + 1 entries) and C, validated."""
+    if flat.size and flat.dtype != bool and flat.min() < 0:
         raise SeplError(f"seed has negative value {int(flat.min())}", sample=name)
-    counts = np.bincount(flat.astype(np.int64, copy=False)) if flat.size else np.zeros(1, np.int64)
+    counts = np.bincount(flat, minlength=1) if flat.size else np.zeros(1, np.int64)
     values = np.flatnonzero(counts)
     non_ignore = values[values != ignore_index]
     if num_classes is None:
-        num_classes = int(non_ignore.max()) + 1 if non_ignore.size else 1
-        num_classes = max(num_classes, 2)
+        num_classes = max(int(non_ignore.max()) + 1 if non_ignore.size else 1, 2)
+    if num_classes > 255:
+        raise SeplError(f"num_classes={num_classes} does not fit the uint8 label map", sample=name)
     bad = non_ignore[non_ignore >= num_classes]
     if bad.size:
         raise SeplError(f"seed has class values {bad.tolist()} >= num_classes={num_classes}",
                         hint="pass the right num_classes, or set ignore_index to the seed's unknown value",
                         sample=name)
-    lut = np.full(max(len(counts), num_classes + 1), num_classes, np.uint8 if num_classes < 255 else np.int64)
-    lut[:num_classes] = np.arange(num_classes)
-    return lut[flat], num_classes
+    if counts.size < num_classes + 1:
+        counts = np.pad(counts, (0, num_classes + 1 - counts.size))
+    return counts, num_classes
 
 
 def as_mask_stack(masks: Any, shape: Tuple[int, int], name: Optional[str] = None):
@@ -415,82 +402,77 @@ def _is_torch(x) -> bool:
     return type(x).__module__.startswith("torch")
 
 
+class _Masks:
+    """The (N, H*W) stack with the few reductions the merge needs. numpy stacks are packed
+    to 64-bit words once (8x less memory traffic), so statistics are popcounts and unions
+    are ORs of packed rows; CUDA tensors stay on their device."""
+
+    def __init__(self, stack):
+        self.n, self.hw = int(stack.shape[0]), int(stack.shape[1])
+        self.torch = _is_torch(stack)
+        self.stack = stack
+        if not self.torch:
+            self.packed = _pack(stack)
+
+    def area(self) -> np.ndarray:
+        if self.n == 0:
+            return np.zeros(0, np.int64)
+        if self.torch:
+            return self.stack.sum(1).cpu().numpy().astype(np.int64)
+        return np.bitwise_count(self.packed).sum(1, dtype=np.int64)
+
+    def inters(self, pixel_sets: List[np.ndarray]) -> np.ndarray:
+        """(N, K) |M_k & S_j| for K boolean (HW,) pixel sets."""
+        out = np.zeros((self.n, len(pixel_sets)), np.int64)
+        if self.n == 0 or not pixel_sets:
+            return out
+        if self.torch:
+            import torch
+
+            sets = torch.as_tensor(np.stack(pixel_sets, 1), device=self.stack.device, dtype=torch.float32)
+            # 0/1 products summed in float32 are exact below 2**24 pixels
+            return (self.stack.float() @ sets).round().long().cpu().numpy()
+        for j, ps in enumerate(pixel_sets):
+            out[:, j] = np.bitwise_count(self.packed & _pack(ps[None])[0]).sum(1, dtype=np.int64)
+        return out
+
+    def union(self, rows: np.ndarray) -> Optional[np.ndarray]:
+        """(HW,) bool union of the given masks, or None for no rows."""
+        rows = np.asarray(rows)
+        if rows.size == 0:
+            return None
+        if self.torch:
+            import torch
+
+            idx = torch.as_tensor(rows, device=self.stack.device)
+            return self.stack.index_select(0, idx).any(0).cpu().numpy()
+        u = np.bitwise_or.reduce(self.packed[rows], axis=0)
+        return np.unpackbits(u.view(np.uint8), count=self.hw).view(bool)
+
+    def max_key(self, rows: np.ndarray, keys: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+        """(P,) max of ``keys`` (>= 1) over the given masks covering each given pixel; 0 if none."""
+        if self.torch:
+            import torch
+
+            dev = self.stack.device
+            sub = self.stack.index_select(0, torch.as_tensor(rows, device=dev))
+            sub = sub.index_select(1, torch.as_tensor(pixels, device=dev))
+            k = torch.as_tensor(keys, device=dev, dtype=torch.int64)
+            return (sub * k[:, None]).amax(0).cpu().numpy()
+        sub = self.stack[np.ix_(rows, pixels)]
+        return (sub * np.asarray(keys, np.int64)[:, None]).max(0)
+
+
 def _pack(stack: np.ndarray) -> np.ndarray:
-    """(N, HW) bool -> (N, B) uint64 bit rows (zero padded)."""
+    """(N, HW) bool -> (N, ceil(HW / 64)) uint64 bit rows (zero padded)."""
     packed = np.packbits(stack, axis=1)
-    pad = (-packed.shape[1]) % 8
-    if pad:
-        packed = np.pad(packed, ((0, 0), (0, pad)))
+    width = -(-packed.shape[1] // 8) * 8
+    if width != packed.shape[1]:
+        out = np.empty((packed.shape[0], width), np.uint8)
+        out[:, : packed.shape[1]] = packed
+        out[:, packed.shape[1]:] = 0
+        packed = out
     return packed.view(np.uint64)
-
-
-def _mask_stats(stack, lab: np.ndarray, present: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Areas (N,) and intersections (N, len(present)) of every mask with every seed label."""
-    n = stack.shape[0]
-    if n == 0:
-        return np.zeros(0, np.int64), np.zeros((0, len(present)), np.int64)
-    if _is_torch(stack):
-        import torch
-
-        lab_t = torch.as_tensor(lab.astype(np.int64), device=stack.device)
-        onehot = (lab_t[:, None] == torch.as_tensor(present, device=stack.device)[None]).float()
-        # 0/1 products summed in float32 are exact below 2**24 pixels
-        inter = (stack.float() @ onehot).round().long().cpu().numpy()
-        return inter.sum(1), inter
-    packed = _pack(stack)
-    inter = np.empty((n, len(present)), np.int64)
-    for j, v in enumerate(present):  # a handful of labels per image
-        lp = _pack((lab == v)[None])[0]
-        inter[:, j] = np.bitwise_count(packed & lp).sum(1, dtype=np.int64)
-    return inter.sum(1), inter
-
-
-def _group_unions(stack, key: np.ndarray, groups: Sequence[int]) -> List[Tuple[int, Any]]:
-    """[(g, (HW,) bool union of the masks with key == g)] for each g in ``groups`` that has masks."""
-    out = []
-    if stack.shape[0] == 0:
-        return out
-    hw = stack.shape[1]
-    if _is_torch(stack):
-        import torch
-
-        key_t = torch.as_tensor(key, device=stack.device)
-        for g in groups:
-            sel = key_t == g
-            if bool(sel.any()):
-                out.append((g, stack[sel].any(0).cpu().numpy()))
-        return out
-    packed = _pack(stack)
-    for g in groups:
-        idx = np.flatnonzero(key == g)
-        if idx.size:
-            u = np.bitwise_or.reduce(packed[idx], axis=0)
-            out.append((g, np.unpackbits(u.view(np.uint8))[:hw].astype(bool)))
-    return out
-
-
-def _max_key(stack, key: np.ndarray) -> np.ndarray:
-    """(HW,) max of ``key[k]`` (>= 0) over the masks covering each pixel; 0 where none."""
-    n = stack.shape[0]
-    hw = stack.shape[1]
-    if n == 0 or key.max(initial=0) == 0:
-        return np.zeros(hw, np.int64)
-    if _is_torch(stack):
-        import torch
-
-        key_t = torch.as_tensor(key, device=stack.device, dtype=torch.int32)
-        return (stack * key_t[:, None]).amax(0).cpu().numpy().astype(np.int64)
-    dtype = np.uint8 if key.max() < 256 else np.uint16 if key.max() < 65536 else np.int64
-    k = key.astype(dtype)
-    live = np.flatnonzero(k)
-    # chunks keep the (chunk, HW) product small whatever N
-    step = max(1, (1 << 24) // max(hw, 1))
-    best = np.zeros(hw, dtype)
-    for s in range(0, live.size, step):
-        idx = live[s:s + step]
-        part = stack[idx] if idx.size < n else stack
-        np.maximum(best, (part * k[idx, None]).max(0), out=best)
-    return best.astype(np.int64)
 
 
 def merge_reference_loop(seed: np.ndarray, masks: np.ndarray, num_classes: int = 21) -> np.ndarray:

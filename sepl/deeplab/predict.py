@@ -51,7 +51,7 @@ def predict_logits(model: torch.nn.Module, image: torch.Tensor, mode: str = "who
 
 def _starts(size: int, crop: int, stride: int) -> List[int]:
     n = max(1, math.ceil((size - crop) / stride) + 1)
-    return sorted({min(i * stride, size - crop) for i in range(n)})
+    return sorted({max(0, min(i * stride, size - crop)) for i in range(n)})
 
 
 def load_checkpoint(path: str | os.PathLike, device: Optional[str] = None) -> Tuple[torch.nn.Module, dict]:

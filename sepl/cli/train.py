@@ -41,6 +41,10 @@ def register(subparsers):
 
 def run(args) -> int:
     from sepl.errors import SeplError
+    from sepl.optional import require
+
+    require("torch", "DeepLab training")
+    require("torchvision", "DeepLab training")
 
     if args.predict_with:
         if not (args.dataset and args.predict_field):

@@ -144,6 +144,11 @@ def test_train_refuses_bad_input(synth_dataset, tmp_path):
         train_from_view(synth_dataset.limit(0), "ground_truth", tmp_path / "a", **TINY)
     with pytest.raises(SeplError, match="at least 2"):
         train_from_view(synth_dataset.limit(1), "ground_truth", tmp_path / "b", val_fraction=0.0, **TINY)
+    # the failed run left only its export: a corrected rerun in the same folder needs no overwrite
+    res = train_from_view(synth_dataset.limit(3), "ground_truth", tmp_path / "b", val_fraction=0.0, epochs=1,
+                          iters_per_epoch=1, **TINY)
+    assert res["best_miou"] is None and res["export"]["splits"] == {"train": 3}
+    assert (tmp_path / "b" / "model_best.pth").exists()  # without validation: the last model
     with pytest.raises(SeplError, match="nothing to resume"):
         train_from_view(synth_dataset, "ground_truth", tmp_path / "c", resume=True, **TINY)
 

@@ -111,9 +111,15 @@ def evaluate(model, dataset, device, num_classes: int, mode: str = "whole", crop
         image, target = dataset[k]
         with torch.autocast(device_type=device.type, enabled=amp):
             logits = predict_logits(model, image.to(device), mode=mode, crop_size=crop_size)
-        cm.update(logits.argmax(0).cpu().numpy(), target.numpy())
+        pred = logits.argmax(0).cpu().numpy()
+        name = getattr(dataset, "ids", None)
+        gt = target.numpy()
+        if num_classes <= 255:  # uint8 label maps take the evaluator's fast path
+            pred, gt = pred.astype(np.uint8), gt.astype(np.uint8)
+        cm.update(pred, gt, name=name[k] if name else None)
     iou = np.asarray(cm.iou(), dtype=float)
-    return {"miou": float(cm.miou()), "iou": [None if np.isnan(v) else float(v) for v in iou],
+    miou = float(cm.miou())
+    return {"miou": None if np.isnan(miou) else miou, "iou": [None if np.isnan(v) else float(v) for v in iou],
             "pixel_acc": float(cm.pixel_accuracy())}
 
 
@@ -249,13 +255,14 @@ def train(config: TrainConfig, progress: Optional[Progress] = None, verbose: boo
                       lr=optimizer.param_groups[0]["lr"])
         if val_ds is not None:
             metrics = evaluate(model, val_ds, device, num_classes, config.eval_mode, config.crop_size, use_amp)
-            last = metrics["miou"]
+            last = metrics["miou"]  # None when the split has no labelled pixel
             log.append(dict(type="val", epoch=epoch, **metrics))
+            shown = "n/a (no labelled pixels)" if last is None else f"{100 * last:.2f}"
             if verbose:
-                print(f"epoch {epoch}: validation mIoU {100 * last:.2f} on {len(val_ds)} images", flush=True)
+                print(f"epoch {epoch}: validation mIoU {shown} on {len(val_ds)} images", flush=True)
             if progress is not None:
                 progress(min((epoch + 1) * iters / max(total_iters, 1), 1.0),
-                         f"epoch {epoch + 1}/{config.epochs}: validation mIoU {100 * last:.2f}")
+                         f"epoch {epoch + 1}/{config.epochs}: validation mIoU {shown}")
         log.append(record)
         is_best = last is not None and (best is None or last > best)
         if is_best:

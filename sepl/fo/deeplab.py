@@ -147,9 +147,12 @@ def train_from_view(
     if resume and read_manifest(data_dir) is not None:
         export = {"out_dir": str(data_dir), "reused": True}
     else:
+        # an earlier export that no training used yet (e.g. the run failed on its settings) is ours
+        # to replace; one beside a checkpoint is kept unless overwrite
+        stale = read_manifest(data_dir) is not None and not (out_dir / "checkpoint.pth").exists()
         res = export_segmentation(view, label_field, data_dir, format="voc", val_fraction=val_fraction,
-                                  split_tags=split_tags, seed=seed, overwrite=bool(config.get("overwrite")),
-                                  progress=part(0.0, 0.05))
+                                  split_tags=split_tags, seed=seed,
+                                  overwrite=bool(config.get("overwrite")) or stale, progress=part(0.0, 0.05))
         export = {"out_dir": str(res.out_dir), "splits": {k: len(v) for k, v in res.splits.items()},
                   "skipped": res.skipped, "reused": False}
     train_split = "train"

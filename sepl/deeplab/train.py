@@ -64,8 +64,6 @@ def train_one_epoch(model, optimizer, scheduler, loader, device, epoch: int, max
     total_loss, n = 0.0, 0
     start = time.perf_counter()
     for image, target in loader:
-        if n >= max_iters:
-            break
         image, target = image.to(device, non_blocking=True), target.to(device, non_blocking=True)
         with torch.autocast(device_type=device.type, enabled=scaler is not None):
             loss = criterion(model(image), target)
@@ -94,6 +92,8 @@ def train_one_epoch(model, optimizer, scheduler, loader, device, epoch: int, max
             if verbose:
                 print(f"epoch {epoch} [{n}/{max_iters}] loss {loss.item():.4f} lr {lr:.2e} {speed:.2f} it/s",
                       flush=True)
+        if n >= max_iters:  # checked here, not at the top: no batch is loaded only to be dropped
+            break
     elapsed = time.perf_counter() - start
     return {"loss": total_loss / max(n, 1), "iters": n, "iters_per_s": n / elapsed if elapsed > 0 else 0.0}
 
@@ -174,6 +174,10 @@ def train(config: TrainConfig, progress: Optional[Progress] = None, verbose: boo
     ``epochs`` done, ``checkpoint``, ``best_checkpoint``, ``metrics_log``, ``iters_per_s``
     (training speed of the last epoch, data loading included), ``device``, ``backbone_init``.
     """
+    if config.batch_size < 2:
+        raise SeplError(f"batch size {config.batch_size} is too small", hint="use 2 or more: batch norm needs it")
+    if config.epochs < 1 or (config.iters_per_epoch is not None and config.iters_per_epoch < 1):
+        raise SeplError("epochs and iterations per epoch must be at least 1")
     out = _prepare_out_dir(config)
     num_classes, classes = _classes(config)
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -387,7 +387,14 @@ def overlay_grid(samples: Sequence[Any], path: Path) -> Path:
             if fld in (SEEDS, SEPL):
                 score = sample[f"{fld}_miou"]
                 ax.set_xlabel(f"mIoU {100 * score:.0f}" if score is not None else "", fontsize=8)
-    fig.savefig(path, dpi=80)
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=80, format="png")
+    # a 256-colour palette keeps the noisy textures to a size worth sharing (about a third)
+    Image.open(buf).convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
     return path
 
 

@@ -130,13 +130,21 @@ def write_scenes(cfg: DemoConfig, data_dir: Path, say: Say = print) -> Tuple[Pat
     params = cfg.scene_params()
     if not cfg.fresh and stamp.exists() and json.loads(stamp.read_text()) == params:
         return root, False
-    if data_dir.exists():
-        shutil.rmtree(data_dir)
-    data_dir.mkdir(parents=True)
+    # only what the demo wrote is removed: --data-dir may point into a folder of the user's
+    for old in [root, stamp, *data_dir.glob("seeds_*")]:
+        if old.is_dir():
+            shutil.rmtree(old)
+        elif old.exists():
+            old.unlink()
+    data_dir.mkdir(parents=True, exist_ok=True)
     say(f"writing {cfg.num_images} generated scenes ({cfg.size[1]}x{cfg.size[0]}) to {root}")
     write_voc_layout(root, cfg.num_images, seed=cfg.scene_seed, size=tuple(cfg.size))
     stamp.write_text(json.dumps(params))
     return root, True
+
+
+def _dataset_stamp(cfg: DemoConfig, root: Path) -> Dict[str, Any]:
+    return dict(cfg.scene_params(), root=str(Path(root).resolve()))
 
 
 def open_demo_dataset(cfg: DemoConfig, root: Path, rebuilt: bool, say: Say = print):
@@ -148,14 +156,14 @@ def open_demo_dataset(cfg: DemoConfig, root: Path, rebuilt: bool, say: Say = pri
     if fo.dataset_exists(cfg.name):
         if not rebuilt and not cfg.fresh:
             ds = fo.load_dataset(cfg.name)
-            if len(ds) == cfg.num_images and ds.has_field(GT):
+            if ds.info.get("sepl_demo") == _dataset_stamp(cfg, root) and ds.has_field(GT):
                 say(f"reusing dataset '{cfg.name}' ({len(ds)} samples); --fresh rebuilds it")
                 return ds
         fo.delete_dataset(cfg.name)
     say(f"importing the scenes into the FiftyOne dataset '{cfg.name}'")
     ds = import_voc(str(root), name=cfg.name, gt_field=GT, labels_field=LABELS, classes=SYNTH_CLASSES)
     ds.persistent = True
-    ds.info["sepl_demo"] = cfg.scene_params()
+    ds.info["sepl_demo"] = _dataset_stamp(cfg, root)
     ds.save()
     return ds
 

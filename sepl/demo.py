@@ -6,8 +6,7 @@ Steps (each one reused on a rerun when its inputs have not changed):
    in the PASCAL VOC layout; they are imported into a persistent FiftyOne dataset
    (``ground_truth`` Segmentation, ``image_labels`` Classifications) exactly as real VOC is;
 2. seeds: simulated CAM seeds (``sepl.seedsim``, documented degradations of the ground
-   truth; not a network), written as PNGs like an external WSSS method's and imported,
-   or the CAM network of ``sepl.cam`` when asked for and installed;
+   truth; not a network), written as PNGs like an external WSSS method's and imported;
 3. masks: class-agnostic SAM automatic masks when a SAM checkpoint is configured, else the
    classical hierarchical superpixel source (NOT SAM, and the demo says so);
 4. SEPL: the merge of seeds and masks (``sepl.fo.refine``);
@@ -36,7 +35,7 @@ from .synth import SYNTH_CLASSES
 DEMO_NAME = "sepl-demo"
 GT, LABELS, SEEDS, MASKS, SEPL = "ground_truth", "image_labels", "seeds", "masks", "sepl"
 WORST_VIEW = "worst-samples"
-SEED_SOURCES = ("simulated", "cam")
+SEED_SOURCES = ("simulated",)  # the CAM network joins when sepl.fo.cam lands
 MASK_SOURCES = ("auto", "sam", "superpixels")
 
 
@@ -198,8 +197,6 @@ def write_simulated_seeds(root: Path, out: Path, preset: str, seed: int = 0) -> 
 
 def make_seeds(ds, cfg: DemoConfig, root: Path, data_dir: Path, say: Say = print) -> str:
     """Fill ``seeds``; returns a description of where they came from."""
-    if cfg.seeds == "cam":
-        return _cam_seeds(ds, cfg, say)
     if cfg.seeds != "simulated":
         raise SeplError(f"unknown seed source '{cfg.seeds}'", hint=f"use one of {', '.join(SEED_SOURCES)}")
     from .fo.importers import import_seeds
@@ -208,15 +205,6 @@ def make_seeds(ds, cfg: DemoConfig, root: Path, data_dir: Path, say: Say = print
     _resumable(lambda overwrite: import_seeds(ds, str(folder), field=SEEDS, classes=SYNTH_CLASSES,
                                               overwrite=overwrite), SEEDS, say)
     return f"simulated CAM seeds (sepl.seedsim preset '{cfg.seed_preset}'; not a network)"
-
-
-def _cam_seeds(ds, cfg: DemoConfig, say: Say) -> str:
-    try:
-        from .fo import cam as fo_cam  # noqa: F401
-    except ImportError:
-        raise SeplError("the CAM network (sepl.cam / sepl.fo.cam) is not installed in this version",
-                        hint="use --seeds simulated")
-    raise SeplError("CAM seeds in the demo are not wired yet", hint="use --seeds simulated")
 
 
 # -- step 3: class-agnostic masks ------------------------------------------------------------

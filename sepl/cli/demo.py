@@ -23,8 +23,8 @@ def register(subparsers):
     p.add_argument("--num-images", type=int, default=100, help="generated scenes")
     p.add_argument("--size", default="160x200", help="scene size HxW in pixels")
     p.add_argument("--scene-seed", type=int, default=0, help="random seed of the scenes and seeds")
-    p.add_argument("--seeds", choices=("simulated", "cam"), default="simulated",
-                   help="where the seeds come from: simulated CAM seeds (sepl.seedsim) or the CAM network")
+    p.add_argument("--seeds", choices=("simulated",), default="simulated",
+                   help="where the seeds come from: simulated CAM seeds (sepl.seedsim; not a network)")
     p.add_argument("--seed-preset", choices=("mild", "cam", "harsh"), default="cam",
                    help="how poor the simulated seeds are")
     p.add_argument("--masks", choices=("auto", "sam", "superpixels"), default="auto",

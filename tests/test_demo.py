@@ -1,7 +1,9 @@
 """``sepl demo`` end to end on a few small scenes, the simulated seeds, and the App."""
 
 import json
+import shutil
 import socket
+import subprocess
 import uuid
 import urllib.request
 
@@ -93,11 +95,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _render(url: str) -> str:
+    """The DOM of ``url`` after headless Chromium ran its scripts."""
+    cmd = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", "--no-first-run", "--virtual-time-budget=20000",
+           "--dump-dom", url]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+
+
 def test_demo_end_to_end_reuses_and_serves_the_app(tmp_path, capsys):
     import fiftyone as fo
 
     from sepl.cli import main
-    from sepl.demo import SEPL, WORST_VIEW, launch_app
+    from sepl.demo import SEPL, WORST_VIEW, app_url, launch_app
 
     name = f"sepl-demo-test-{uuid.uuid4().hex[:8]}"
     out = tmp_path / "out"
@@ -139,6 +149,11 @@ def test_demo_end_to_end_reuses_and_serves_the_app(tmp_path, capsys):
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as r:
                 assert r.status == 200 and b"<html" in r.read().lower()
             assert session.dataset.name == name
+            if shutil.which("chromium"):
+                dom = _render(app_url(ds, port))
+                # the App rendered the dataset, the saved view and the per-sample scores
+                assert name in dom and WORST_VIEW in dom
+                assert f"{SEPL}_miou" in dom and "seeds_miou" in dom
         finally:
             session.close()
 

@@ -285,3 +285,27 @@ class MaskSourceModel(fom.Model):
 
     def predict_all(self, args):
         return [to_detections(ms) for ms in self.source.generate_batch([np.asarray(a) for a in args])]
+
+
+def queue_shards(operator_uri: str, dataset, view, params: Dict[str, Any], num_shards: int) -> List[str]:
+    """Queue ``num_shards`` delegated runs of ``operator_uri``, shard i of n each, on ``view``.
+
+    Each worker (``fiftyone delegated launch``, one per GPU or machine, all on the same
+    MongoDB) picks up one; a shard's samples are fixed, so none is done twice. The dataset
+    must be persistent for other processes to see it. Returns the operation ids.
+    """
+    from fiftyone.operators.delegated import DelegatedOperationService
+    from fiftyone.operators.executor import ExecutionContext
+
+    if not dataset.persistent:
+        raise SeplError(f"dataset '{dataset.name}' is not persistent, so other workers cannot see it",
+                        hint="set dataset.persistent = True")
+    service = DelegatedOperationService()
+    ids = []
+    for i in range(num_shards):
+        request = dict(dataset_name=dataset.name, view=view._serialize(), delegated=True,
+                       params=dict(params, shard=i, num_shards=num_shards, delegate=True, target="CURRENT_VIEW"))
+        op = service.queue_operation(operator=operator_uri, label=f"Generate masks (shard {i + 1}/{num_shards})",
+                                     context=ExecutionContext(request_params=request).serialize())
+        ids.append(str(op.id))
+    return ids

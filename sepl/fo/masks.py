@@ -301,9 +301,10 @@ def queue_shards(operator_uri: str, dataset, view, params: Dict[str, Any], num_s
         raise SeplError(f"dataset '{dataset.name}' is not persistent, so other workers cannot see it",
                         hint="set dataset.persistent = True")
     service = DelegatedOperationService()
+    stages = (view.view() if isinstance(view, fo.Dataset) else view)._serialize()
     ids = []
     for i in range(num_shards):
-        request = dict(dataset_name=dataset.name, view=view._serialize(), delegated=True,
+        request = dict(dataset_name=dataset.name, view=stages, delegated=True,
                        params=dict(params, shard=i, num_shards=num_shards, delegate=True, target="CURRENT_VIEW"))
         op = service.queue_operation(operator=operator_uri, label=f"Generate masks (shard {i + 1}/{num_shards})",
                                      context=ExecutionContext(request_params=request).serialize())

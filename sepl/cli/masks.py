@@ -59,7 +59,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--min-mask-region-area", type=int, default=0)
     s = p.add_argument_group("superpixel parameters (classical, NOT SAM)")
     s.add_argument("--sp-mode", choices=["partition", "hierarchy"], default="partition")
-    s.add_argument("--sp-scales", type=float, nargs="+", default=[200.0])
+    s.add_argument("--sp-scales", type=float, nargs="+", default=[100.0])
     p.set_defaults(func=run)
     return p
 

@@ -195,16 +195,16 @@ def write_simulated_seeds(root: Path, out: Path, preset: str, seed: int = 0) -> 
     return out
 
 
-def make_seeds(ds, cfg: DemoConfig, root: Path, data_dir: Path, say: Say = print) -> str:
-    """Fill ``seeds``; returns a description of where they came from."""
+def make_seeds(ds, cfg: DemoConfig, root: Path, data_dir: Path, say: Say = print) -> Tuple[str, bool]:
+    """Fill ``seeds``. Returns (where they came from, whether earlier seeds were replaced)."""
     if cfg.seeds != "simulated":
         raise SeplError(f"unknown seed source '{cfg.seeds}'", hint=f"use one of {', '.join(SEED_SOURCES)}")
     from .fo.importers import import_seeds
 
     folder = write_simulated_seeds(root, data_dir / f"seeds_{cfg.seed_preset}", cfg.seed_preset, cfg.scene_seed)
-    _resumable(lambda overwrite: import_seeds(ds, str(folder), field=SEEDS, classes=SYNTH_CLASSES,
-                                              overwrite=overwrite), SEEDS, say)
-    return f"simulated CAM seeds (sepl.seedsim preset '{cfg.seed_preset}'; not a network)"
+    _, replaced = _resumable(lambda overwrite: import_seeds(ds, str(folder), field=SEEDS, classes=SYNTH_CLASSES,
+                                                            overwrite=overwrite), SEEDS, say)
+    return f"simulated CAM seeds (sepl.seedsim preset '{cfg.seed_preset}'; not a network)", replaced
 
 
 # -- step 3: class-agnostic masks ------------------------------------------------------------
@@ -246,8 +246,9 @@ def describe_masks(plan: Dict[str, Any]) -> str:
             f"from {plan['checkpoint']}")
 
 
-def make_masks(ds, plan: Dict[str, Any], say: Say = print) -> None:
-    """Fill ``masks`` (``fo.Detections`` with instance masks) as ``plan`` says."""
+def make_masks(ds, plan: Dict[str, Any], say: Say = print) -> bool:
+    """Fill ``masks`` (``fo.Detections`` with instance masks) as ``plan`` says. Returns
+    whether earlier masks were replaced."""
     from .fo.masks import generate_masks
 
     def step(overwrite):
@@ -259,16 +260,20 @@ def make_masks(ds, plan: Dict[str, Any], say: Say = print) -> None:
                             hint="rerun the same command to retry them")
         return summary
 
-    _resumable(step, MASKS, say)
+    return _resumable(step, MASKS, say)[1]
 
 
 # -- steps 4-5: SEPL and evaluation ------------------------------------------------------------
 
-def run_sepl(ds, cfg: DemoConfig, say: Say = print) -> None:
+def run_sepl(ds, cfg: DemoConfig, inputs_changed: bool = False, say: Say = print) -> None:
+    """Fill ``sepl``; with ``inputs_changed`` (new seeds or masks) every sample is redone,
+    since a resume would keep labels merged from the old inputs."""
     from .fo.refine import refine
 
-    _resumable(lambda overwrite: refine(ds, SEEDS, MASKS, out_field=SEPL, mode=cfg.mode, overwrite=overwrite),
-               SEPL, say)
+    if inputs_changed and ds.has_field(SEPL):
+        say(f"seeds or masks changed: recomputing '{SEPL}'")
+    _resumable(lambda overwrite: refine(ds, SEEDS, MASKS, out_field=SEPL, mode=cfg.mode,
+                                        overwrite=overwrite or inputs_changed), SEPL, say)
 
 
 def evaluate_both(ds):
@@ -297,16 +302,19 @@ def progress_bar(desc: str):
         bar.close()
 
 
-def _resumable(step: Callable[[bool], Any], field_name: str, say: Say) -> Any:
+def _resumable(step: Callable[[bool], Any], field_name: str, say: Say) -> Tuple[Any, bool]:
     """Run ``step(overwrite=False)``: resumes an identical earlier run; when the field was
-    made with other settings, recompute it (the demo owns its dataset)."""
+    made with other settings, recompute it (the demo owns its dataset).
+
+    Returns (what ``step`` returned, whether an existing field was replaced).
+    """
     try:
-        return step(False)
+        return step(False), False
     except SeplError as e:
         if "already exists" not in e.message:
             raise
         say(f"'{field_name}' was made with other settings: recomputing it")
-        return step(True)
+        return step(True), True
 
 
 def worst_view(ds):
@@ -413,15 +421,15 @@ def run_demo(cfg: DemoConfig, say: Say = print) -> Tuple[Any, DemoResult]:
     root, rebuilt = write_scenes(cfg, data_dir, say)
     ds = open_demo_dataset(cfg, root, rebuilt, say)
     lap("scenes")
-    seed_desc = make_seeds(ds, cfg, root, data_dir, say)
+    seed_desc, seeds_changed = make_seeds(ds, cfg, root, data_dir, say)
     say(f"seeds: {seed_desc}")
     lap("seeds")
     plan = mask_plan(cfg)
     mask_desc = describe_masks(plan)
     say(f"masks: {mask_desc}")
-    make_masks(ds, plan, say)
+    masks_changed = make_masks(ds, plan, say)
     lap("masks")
-    run_sepl(ds, cfg, say)
+    run_sepl(ds, cfg, seeds_changed or masks_changed, say)
     lap("sepl")
     res_seeds, res_sepl = evaluate_both(ds)
     lap("evaluate")

@@ -157,6 +157,16 @@ def test_demo_end_to_end_reuses_and_serves_the_app(tmp_path, capsys):
         finally:
             session.close()
 
+        # other seeds: the seeds are replaced and SEPL is merged again from them
+        assert main(argv + ["--seed-preset", "harsh"]) == 0
+        text = capsys.readouterr().out
+        assert "'seeds' was made with other settings" in text and "recomputing 'sepl'" in text
+        harsh = json.loads((out / "summary.json").read_text())
+        assert harsh["seed_miou"] < summary["seed_miou"]
+        assert harsh["sepl_miou"] != pytest.approx(summary["sepl_miou"])
+        ds.reload()
+        assert ds.values("id") == ids and not np.array_equal(ds.first()["seeds"].get_mask(), seeds_before)
+
         # --fresh rebuilds: new samples
         assert main(argv + ["--fresh"]) == 0
         capsys.readouterr()

@@ -374,10 +374,12 @@ def overlay_grid(samples: Sequence[Any], path: Path) -> Path:
     """One row per sample: the image, then seeds, SEPL and ground truth over it."""
     from .fo.convert import load_label_map
     from .labelio import read_image
-    from .plots import _figure, overlay
+    from matplotlib.figure import Figure
+
+    from .plots import overlay
 
     cols = [("image", None), ("seeds (before)", SEEDS), ("SEPL (after)", SEPL), ("ground truth", GT)]
-    fig = _figure((2.1 * len(cols), 1.75 * len(samples) + 0.3))
+    fig = Figure(figsize=(2.1 * len(cols), 1.75 * len(samples) + 0.3), layout="constrained")
     axes = np.atleast_2d(fig.subplots(len(samples), len(cols)))
     for r, sample in enumerate(samples):
         image = read_image(sample.filepath)

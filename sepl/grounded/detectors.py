@@ -310,22 +310,29 @@ class GroundingDinoPy(BoxPrompter):
         return torch.from_numpy(im.transpose(2, 0, 1).copy()).to(self.device)
 
     def detect(self, images: Sequence[np.ndarray], prompts: Sequence[Prompt]) -> List[RawDetections]:
+        """Batches only images with the same caption and size, so each answer equals the
+        single-image one: groundingdino-py's text self-attention repeats its (B, T, T) mask
+        head-major (``src_mask.repeat(nhead, 1, 1)`` in ``transformer_vanilla.py``) where
+        ``nn.MultiheadAttention`` wants batch-major, which mixes the captions of a batch; and
+        zero padding of mixed sizes changes what the Swin windows see."""
         import torch
 
-        from groundingdino.util.misc import nested_tensor_from_tensor_list
-
-        # padded batch + pixel mask, as groundingdino's own data loader makes it
-        batch = nested_tensor_from_tensor_list([self._tensor(np.asarray(im)) for im in images])
-        with torch.inference_mode():
-            out = self.model(batch, captions=[p.caption for p in prompts])
-        logits = out["pred_logits"].float().sigmoid().cpu().numpy()
-        boxes = out["pred_boxes"].float().cpu().numpy()
-        results = []
-        for b, (im, prompt) in enumerate(zip(images, prompts)):
-            index, ids = token_phrase_index(prompt, self.tokenizer)
-            t = _check_length(ids, logits.shape[2], prompt)
-            results.append(RawDetections(_cxcywh_to_xyxy(boxes[b], *im.shape[:2]),
-                                         logits[b, :, :t].astype(np.float32), index[:t]))
+        images = [np.asarray(im) for im in images]
+        groups: Dict[tuple, List[int]] = {}
+        for i, (im, p) in enumerate(zip(images, prompts)):
+            groups.setdefault((p.caption, im.shape[:2]), []).append(i)
+        results: List[Optional[RawDetections]] = [None] * len(images)
+        for (caption, _), members in groups.items():
+            batch = torch.stack([self._tensor(images[i]) for i in members])
+            with torch.inference_mode():
+                out = self.model(batch, captions=[caption] * len(members))
+            logits = out["pred_logits"].float().sigmoid().cpu().numpy()
+            boxes = out["pred_boxes"].float().cpu().numpy()
+            index, ids = token_phrase_index(prompts[members[0]], self.tokenizer)
+            t = _check_length(ids, logits.shape[2], prompts[members[0]])
+            for b, i in enumerate(members):
+                results[i] = RawDetections(_cxcywh_to_xyxy(boxes[b], *images[i].shape[:2]),
+                                           logits[b, :, :t].astype(np.float32), index[:t])
         return results
 
 
@@ -372,9 +379,23 @@ class HFGroundingDino(BoxPrompter):
         self.dtype = dtype
 
     def detect(self, images: Sequence[np.ndarray], prompts: Sequence[Prompt]) -> List[RawDetections]:
+        """Batches images of the same size (captions may differ: this implementation keeps
+        them apart), so each answer equals the single-image one; zero padding of mixed
+        sizes would change what the Swin windows see."""
+        images = [np.asarray(im) for im in images]
+        groups: Dict[tuple, List[int]] = {}
+        for i, im in enumerate(images):
+            groups.setdefault(im.shape[:2], []).append(i)
+        results: List[Optional[RawDetections]] = [None] * len(images)
+        for members in groups.values():
+            for i, raw in zip(members, self._detect([images[i] for i in members], [prompts[i] for i in members])):
+                results[i] = raw
+        return results
+
+    def _detect(self, images: List[np.ndarray], prompts: List[Prompt]) -> List[RawDetections]:
         import torch
 
-        inputs = self.processor(images=[np.asarray(im) for im in images], text=[p.caption for p in prompts],
+        inputs = self.processor(images=images, text=[p.caption for p in prompts],
                                 padding="longest", return_tensors="pt")
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         if self.dtype is not None:
@@ -387,7 +408,7 @@ class HFGroundingDino(BoxPrompter):
         for b, (im, prompt) in enumerate(zip(images, prompts)):
             index, ids = token_phrase_index(prompt, self.tokenizer)
             t = _check_length(ids, logits.shape[2], prompt)
-            results.append(RawDetections(_cxcywh_to_xyxy(boxes[b], *np.asarray(im).shape[:2]),
+            results.append(RawDetections(_cxcywh_to_xyxy(boxes[b], *im.shape[:2]),
                                          logits[b, :, :t].astype(np.float32), index[:t]))
         return results
 

@@ -145,3 +145,84 @@ def sum_counts(counts: Iterable[Mapping[str, int]]) -> Dict[str, int]:
         for k, v in c.items():
             total[k] = total.get(k, 0) + int(v)
     return total
+
+
+@dataclass
+class GroundedConfig:
+    """Everything that defines a Grounded-SAM run; ``build()`` makes the pipeline.
+
+    Detector: ``backend="groundingdino"`` uses ``config`` (``"SwinT_OGC"``, ``"SwinB"`` or a
+    config path), ``checkpoint`` (.pth) and ``text_encoder`` (local bert-base-uncased folder);
+    ``backend="transformers"`` uses ``hf_model`` (a saved Hugging Face Grounding DINO folder).
+    SAM: ``sam_model`` (``vit_h``/``vit_l``/``vit_b``/``tiny``) and ``sam_checkpoint``.
+    ``random_weights=True`` allows building without checkpoints (tests, speed runs only).
+    """
+
+    backend: str = "groundingdino"
+    config: str = "SwinT_OGC"
+    checkpoint: Optional[str] = None
+    text_encoder: Optional[str] = None
+    hf_model: Optional[str] = None
+    sam_model: str = "vit_h"
+    sam_checkpoint: Optional[str] = None
+    preset: str = "voc"
+    subprompts: Dict[str, List[str]] = field(default_factory=dict)
+    box_threshold: float = 0.3
+    text_threshold: float = 0.25
+    rule: str = DEFAULT_RULE
+    dedup_iou: Optional[float] = 0.8
+    ignore_conflicts: bool = False
+    size: int = 800
+    max_size: Optional[int] = 1333
+    detector_overrides: Dict[str, object] = field(default_factory=dict)
+    random_weights: bool = False
+
+    def run_params(self) -> dict:
+        """The JSON-serialisable parameters that make a run's output (recorded for resume)."""
+        from dataclasses import asdict
+
+        return asdict(self)
+
+    def build_detector(self, device: str = "cpu"):
+        from .detectors import GDINO_CHECKPOINTS, RELEASES, build_detector
+
+        if self.backend in ("transformers", "hf"):
+            if not self.hf_model:
+                raise SeplError("the transformers backend needs a Hugging Face Grounding DINO folder",
+                                hint="pass hf_model (--hf-model DIR), e.g. a saved IDEA-Research/grounding-dino-tiny")
+            return build_detector("transformers", model=self.hf_model, device=device)
+        if self.checkpoint is None and not self.random_weights:
+            name = GDINO_CHECKPOINTS.get(self.config, "the Grounding DINO .pth")
+            raise SeplError("no Grounding DINO checkpoint given",
+                            hint=f"download {name} from {RELEASES} and pass its path (--checkpoint PATH)")
+        return build_detector("groundingdino", config=self.config, checkpoint=self.checkpoint,
+                              text_encoder=self.text_encoder, device=device, size=self.size,
+                              max_size=self.max_size, overrides=self.detector_overrides)
+
+    def build_segmenter(self, device: str = "cpu"):
+        from ..masks.build import build_sam
+        from ..masks.sam_box import BoxPromptedSAM
+
+        if self.sam_checkpoint is None and not self.random_weights:
+            raise SeplError(f"no SAM checkpoint given for model type '{self.sam_model}'",
+                            hint="download sam_vit_h_4b8939.pth (or the checkpoint of your model type) from "
+                                 "https://github.com/facebookresearch/segment-anything#model-checkpoints "
+                                 "and pass its path (--sam-checkpoint PATH)")
+        sam = build_sam(self.sam_model, checkpoint=self.sam_checkpoint, device=device)
+        return BoxPromptedSAM(sam, multimask=False)
+
+    def build(self, class_names: Sequence[str], device: str = "cpu") -> GroundedSAM:
+        device = resolve_device(device)
+        return GroundedSAM(self.build_detector(device), self.build_segmenter(device), class_names,
+                           preset=self.preset, subprompts=self.subprompts, box_threshold=self.box_threshold,
+                           text_threshold=self.text_threshold, rule=self.rule, dedup_iou=self.dedup_iou,
+                           ignore_conflicts=self.ignore_conflicts)
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``; other values unchanged."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

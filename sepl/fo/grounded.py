@@ -155,7 +155,8 @@ class GroundedSAMModel(fom.Model, fom.SamplesMixin):
 
     Each prediction is ``{"labels": fo.Segmentation, "detections": fo.Detections}``, stored by
     ``apply_model`` as ``<label_field>_labels`` and ``<label_field>_detections``. The image-level
-    labels are read from the sample field ``tags_field``.
+    labels are read from the sample field ``tags_field``, or from the one named in
+    ``apply_model(..., tags_field="...")`` (apply_model resets ``needs_fields`` to its kwargs).
 
     Args:
         pipeline: a ``GroundedSAM`` (e.g. ``GroundedConfig(...).build(classes)``).
@@ -165,7 +166,8 @@ class GroundedSAMModel(fom.Model, fom.SamplesMixin):
     def __init__(self, pipeline: GroundedSAM, tags_field: str = "image_labels"):
         fom.SamplesMixin.__init__(self)
         self.pipeline = pipeline
-        self.needs_fields = {"tags": tags_field}
+        self.tags_field = tags_field
+        self.needs_fields = {"tags_field": tags_field}
         self._preprocess = False
 
     @property
@@ -188,10 +190,19 @@ class GroundedSAMModel(fom.Model, fom.SamplesMixin):
     def preprocess(self, value):
         self._preprocess = value
 
+    @property
+    def needs_fields(self):
+        return self._fields
+
+    @needs_fields.setter
+    def needs_fields(self, fields):
+        # apply_model sets its kwargs here ({} by default) and loads only those fields
+        self._fields = dict(fields) if fields else {"tags_field": self.tags_field}
+
     def _tags(self, sample):
         if sample is None:
             return []
-        return image_labels(sample, self.needs_fields["tags"])
+        return image_labels(sample, (self.needs_fields or {}).get("tags_field") or self.tags_field)
 
     def predict(self, arg, sample=None):
         return self.predict_all([arg], [sample])[0]

@@ -62,8 +62,8 @@ class GroundedSAM:
             raise SeplError(f"unknown prompt preset '{preset}'", hint=f"use one of {list(PRESETS)}")
         if rule not in RULES:
             raise SeplError(f"unknown painting rule '{rule}'", hint=f"use one of {RULES}")
-        if not 0 <= box_threshold < 1 or not 0 <= text_threshold < 1:
-            raise SeplError(f"thresholds must lie in [0, 1), got box {box_threshold}, text {text_threshold}")
+        if not 0 <= box_threshold <= 1 or not 0 <= text_threshold <= 1:
+            raise SeplError(f"thresholds must lie in [0, 1], got box {box_threshold}, text {text_threshold}")
         self.detector = detector
         self.segmenter = segmenter
         self.class_names = list(class_names)

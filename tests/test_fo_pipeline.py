@@ -410,7 +410,9 @@ def test_cli_import_refine_evaluate(synth_voc, tmp_path, rng, capsys):
         assert main(["import", "seeds", "--dataset", name, "--folder", str(seeds)]) == 0
         assert main(["import", "masks", "--dataset", name, "--folder", str(masks), "--field", "sam"]) == 0
         assert main(["refine", "--dataset", name, "--seeds", "seeds", "--masks", "sam", "--out", "sepl"]) == 0
-        assert main(["evaluate", "--dataset", name, "--pred", "seeds", "sepl", "--worst", "2", "--by", "delta"]) == 0
+        assert main(["evaluate", "--dataset", name, "--pred", "seeds", "sepl", "--worst", "2", "--by", "delta",
+                     "--plots", str(tmp_path / "fig")]) == 0
+        assert (tmp_path / "fig" / "sepl_class_iou.png").exists() and (tmp_path / "fig" / "sepl_delta_hist.png").exists()
         out = capsys.readouterr().out
         assert "sepl: mIoU" in out and out.count("worst: ") == 2
         assert main(["refine", "--dataset", name, "--seeds", "seeds", "--masks", "sam", "--out", "sepl",

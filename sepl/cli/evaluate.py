@@ -15,13 +15,15 @@ def register(subparsers):
                     "fields <second>_delta per sample. For label-map folders use `sepl eval`.",
         examples="  sepl evaluate --dataset voc-train --pred seeds sepl --gt ground_truth\n"
                  "  sepl evaluate --dataset voc-train --pred sepl --worst 10\n"
-                 "  sepl evaluate --dataset voc-train --pred seeds sepl --worst 10 --by delta",
+                 "  sepl evaluate --dataset voc-train --pred seeds sepl --worst 10 --by delta\n"
+                 "  sepl evaluate --dataset voc-train --pred seeds sepl --plots figures/",
     )
     add_dataset_args(p)
     p.add_argument("--pred", nargs="+", required=True, help="prediction field(s); two = before, after")
     p.add_argument("--gt", default="ground_truth", help="ground-truth Segmentation field")
     p.add_argument("--worst", type=int, default=0, help="also list the N worst samples of the last field")
     p.add_argument("--by", choices=["miou", "delta"], default="miou", help="what --worst sorts by")
+    p.add_argument("--plots", help="folder to write per-class IoU bars and the per-sample histogram into")
     p.add_argument("--skip-bad", action="store_true", help="report unscorable samples without failing")
     p.add_argument("--overwrite", action="store_true", help="replace an evaluation made otherwise")
     p.set_defaults(func=run)
@@ -41,6 +43,18 @@ def run(args) -> int:
               f"({len(r.failures)} skipped)")
         for name, iou in r.class_iou().items():
             print(f"  {name:>16} {100 * iou:6.2f}")
+    if args.plots:
+        import os
+
+        from sepl.plots import plot_class_iou, plot_miou_histogram
+
+        last = results[-1]
+        base = results[0].iou() if len(results) == 2 else None
+        plot_class_iou(last.iou(), last.classes, baseline=base,
+                       labels=(last.key, results[0].key), path=os.path.join(args.plots, f"{last.key}_class_iou.png"))
+        field = f"{last.key}_delta" if len(results) == 2 else f"{last.key}_miou"
+        plot_miou_histogram(view.values(field), xlabel=field, path=os.path.join(args.plots, f"{field}_hist.png"))
+        print(f"figures written to {args.plots}")
     if args.worst:
         key = results[-1].key
         for sid in worst_ids(view, key, by=args.by, limit=args.worst):

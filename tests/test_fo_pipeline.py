@@ -277,7 +277,7 @@ def test_refine_matches_engine_and_records_decisions(voc_ds):
             if d.selected:
                 assert d.label == SYNTH_CLASSES[int(ref.records["class_id"][k])]
             else:
-                assert d.label == "rejected"
+                assert d.label == ref.records["reason"][k] and d.label not in SYNTH_CLASSES[1:]
     # same call again resumes (nothing left), other parameters are refused, overwrite replaces
     assert refine(voc_ds, "seeds", "sam", "sepl", mode="paper") == 0
     with pytest.raises(SeplError, match="already exists"):

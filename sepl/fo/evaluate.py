@@ -109,11 +109,13 @@ class SeplSegmentationEvaluation(SegmentationEvaluation):
                             hint="set its mask targets or pass num_classes")
         classes = [targets.get(i, str(i)) for i in range(num_classes)]
         # ``progress`` is ours (a callback(fraction, label)) when called from ``evaluate``
-        total, per_sample, failures = evaluate_arrays(samples, cfg.pred_field, cfg.gt_field, num_classes,
+        cm, per_sample, failures = evaluate_arrays(samples, cfg.pred_field, cfg.gt_field, num_classes,
                                                       cfg.ignore_index, progress if callable(progress) else None)
         if eval_key is not None:
             _store_per_sample(samples, eval_key, cfg, per_sample, classes)
-        results = SeplSegmentationResults(samples, cfg, eval_key, total, classes, backend=self)
+        results = SeplSegmentationResults(samples, cfg, eval_key, cm.matrix, classes, backend=self)
+        # pixels predicted outside 0..C-1 (e.g. a kept 255) are misses for their GT class
+        results.missed = (cm.gt_counts - cm.matrix.sum(1)).tolist()
         results.failures = failures
         results.num_samples = len(per_sample)
         return results
@@ -123,19 +125,22 @@ class SeplSegmentationResults(SegmentationResults):
     """FiftyOne segmentation results plus the IoU figures of the WSSS literature.
 
     ``pixel_confusion_matrix`` is (C, C) int64, rows GT, columns prediction, GT-ignore
-    pixels excluded.
+    pixels excluded; ``missed`` (C,) counts GT pixels predicted outside 0..C-1.
     """
 
     failures: List[Tuple[str, str]] = []
     num_samples: int = 0
+    missed: List[int] = []
 
     def iou(self) -> np.ndarray:
         """(C,) float64 per-class IoU over the whole evaluated view (NaN for a class in
-        neither GT nor prediction)."""
+        neither GT nor prediction), as ``sepl.metrics.ConfusionMatrix.iou``."""
         m = np.asarray(self.pixel_confusion_matrix, dtype=np.float64)
         tp = np.diag(m)
+        missed = np.asarray(self.missed, dtype=np.float64) if len(self.missed) else 0.0
+        union = m.sum(0) + m.sum(1) + missed - tp
         with np.errstate(invalid="ignore", divide="ignore"):
-            return tp / (m.sum(0) + m.sum(1) - tp)
+            return np.where(union > 0, tp / np.maximum(union, 1), np.nan)
 
     def miou(self) -> float:
         """Mean IoU over the classes that occur (all C on VOC/COCO-sized views)."""
@@ -154,6 +159,7 @@ class SeplSegmentationResults(SegmentationResults):
         res = super()._from_dict(d, samples, config, eval_key, **kwargs)
         res.failures = [tuple(f) for f in d.get("failures", [])]
         res.num_samples = d.get("num_samples", 0)
+        res.missed = d.get("missed", [])
         return res
 
 
@@ -177,18 +183,18 @@ def evaluate_arrays(view, pred_field: str, gt_field: str, num_classes: int,
                     ignore_index: int = IGNORE_INDEX, progress: Progress = None):
     """Score ``pred_field`` against ``gt_field`` on every sample of ``view``.
 
-    Returns (total (C, C) int64 confusion matrix, {sample id: (mIoU, {class: IoU})},
-    [(sample name, error), ...]). A sample with a missing label, masks of different sizes
-    or values outside 0..C-1 (255 allowed) is skipped and listed.
+    Returns (the dataset ``sepl.metrics.ConfusionMatrix``, {sample id: (mIoU, {class:
+    IoU})}, [(sample name, error), ...]). A sample with a missing label, masks of different
+    sizes or values outside 0..C-1 (255 allowed) is skipped and listed.
     """
+    import os
+
     from ..metrics import ConfusionMatrix
 
     ids, filepaths = view.values(["id", "filepath"])
-    total = np.zeros((num_classes, num_classes), np.int64)
+    total = ConfusionMatrix(num_classes=num_classes, ignore_index=ignore_index)
     per_sample: Dict[str, Tuple[float, Dict[int, float]]] = {}
     failures = []
-    import os
-
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start:start + _CHUNK]
         cv = view.select(chunk, ordered=True)
@@ -196,14 +202,18 @@ def evaluate_arrays(view, pred_field: str, gt_field: str, num_classes: int,
         for j, (sid, gt, pred) in enumerate(zip(chunk, gts, preds)):
             name = f"{os.path.basename(filepaths[start + j])} ({sid})"
             problem = _check_pair(gt, pred, gt_field, pred_field, num_classes, ignore_index)
+            if problem is None:
+                cm = ConfusionMatrix(num_classes=num_classes, ignore_index=ignore_index)
+                try:
+                    cm.update(pred, gt)
+                except SeplError as e:  # GT values outside the classes
+                    problem = f"'{gt_field}': {e.message}"
             if problem:
                 failures.append((name, problem))
                 continue
-            cm = ConfusionMatrix(num_classes=num_classes, ignore_index=ignore_index)
-            cm.update(pred, gt)
-            m = np.asarray(cm.matrix, dtype=np.int64)
-            total += m
-            per_sample[sid] = _sample_iou(m)
+            total.merge(cm)
+            iou = cm.iou()
+            per_sample[sid] = (cm.present_miou(), {int(c): float(iou[c]) for c in np.flatnonzero(~np.isnan(iou))})
         if callable(progress):
             done = min(start + _CHUNK, len(ids))
             progress(done / max(len(ids), 1), f"evaluate {pred_field}: {done}/{len(ids)}")
@@ -218,21 +228,12 @@ def _check_pair(gt, pred, gt_field, pred_field, num_classes, ignore_index) -> Op
     if gt.shape != pred.shape:
         return (f"'{pred_field}' is {pred.shape[1]}x{pred.shape[0]} but '{gt_field}' is "
                 f"{gt.shape[1]}x{gt.shape[0]} (masks are never resized: recompute the prediction)")
-    for what, arr in ((gt_field, gt), (pred_field, pred)):
-        vals = np.unique(arr)
-        bad = vals[(vals >= num_classes) & (vals != ignore_index)]
-        if len(bad):
-            return (f"'{what}' holds classes {bad[:10].tolist()} not in the {num_classes} mask targets")
+    if pred.size and int(pred.max()) >= num_classes:  # rare: then find which values (no sort)
+        counts = np.bincount(pred.ravel().astype(np.int64))
+        bad = [int(v) for v in np.flatnonzero(counts) if v >= num_classes and v != ignore_index]
+        if bad:
+            return f"'{pred_field}' holds classes {bad[:10]} not in the {num_classes} mask targets"
     return None
-
-
-def _sample_iou(m: np.ndarray) -> Tuple[float, Dict[int, float]]:
-    tp = np.diag(m).astype(np.float64)
-    union = m.sum(0) + m.sum(1) - tp
-    present = np.flatnonzero(union > 0)
-    ious = {int(c): float(tp[c] / union[c]) for c in present}
-    miou = float(np.mean(list(ious.values()))) if ious else float("nan")
-    return miou, ious
 
 
 def _store_per_sample(samples, eval_key, cfg, per_sample, classes) -> None:

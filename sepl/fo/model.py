@@ -24,15 +24,17 @@ class SEPLModel(fom.Model, fom.SamplesMixin):
     """Refines a seed ``fo.Segmentation`` with class-agnostic mask ``fo.Detections``.
 
     Args:
-        mode, os_thresh, op_thresh, keep_ignore: see ``sepl.merge.merge``.
+        mode, os_thresh, op_thresh, keep_ignore, allow_empty: see ``sepl.merge.merge``.
         seed_field, masks_field: defaults for the fields, overridden by the
             ``seed_field=``/``masks_field=`` arguments of ``apply_model``.
     """
 
     def __init__(self, mode: str = "paper", os_thresh: float = 0.5, op_thresh: float = 0.85,
-                 keep_ignore: bool = False, seed_field: Optional[str] = None, masks_field: Optional[str] = None):
+                 keep_ignore: bool = False, allow_empty: bool = False, seed_field: Optional[str] = None,
+                 masks_field: Optional[str] = None):
         fom.SamplesMixin.__init__(self)
-        self.config = RefineConfig(mode=mode, os_thresh=os_thresh, op_thresh=op_thresh, keep_ignore=keep_ignore)
+        self.config = RefineConfig(mode=mode, os_thresh=os_thresh, op_thresh=op_thresh, keep_ignore=keep_ignore,
+                                   allow_empty=allow_empty)
         fields = {}
         if seed_field:
             fields["seed_field"] = seed_field

@@ -4,7 +4,8 @@
 
 - ``sepl``: the merged ``fo.Segmentation`` (mask targets copied from the seed field);
 - ``sepl_masks`` (``decisions_field``): a copy of the mask ``fo.Detections`` whose
-  ``label`` is the class the mask was taken for (or ``"rejected"``), with attributes
+  ``label`` is the class the mask was taken for (or why it was not: ``"rejected"``,
+  ``"background"``, ``"no_overlap"``, ``"empty"``), with attributes
   ``selected``, ``class_id``, ``o_s``, ``o_p``, ``reason`` and ``source_id`` (the id of
   the mask in the masks field): filter ``selected == True`` in the App to see which masks
   changed which pixels.
@@ -29,8 +30,6 @@ from . import runs
 from ._fill import Progress, fill_field, make_segmentation, raise_failures
 from .convert import get_mask_targets, image_shape, load_label_map, load_masks, set_mask_targets
 
-REJECTED = "rejected"
-
 
 @dataclass
 class RefineConfig:
@@ -40,6 +39,7 @@ class RefineConfig:
     os_thresh: float = 0.5
     op_thresh: float = 0.85
     keep_ignore: bool = False
+    allow_empty: bool = False
 
 
 def refine_sample(sample, seed_field: str, masks_field: str, config: RefineConfig,
@@ -59,14 +59,16 @@ def refine_sample(sample, seed_field: str, masks_field: str, config: RefineConfi
                         f"{len(targets)} mask targets", hint="fix the seeds or the field's mask targets")
     masks = load_masks(sample, masks_field, shape=shape)
     res = merge(seed, masks, mode=config.mode, num_classes=len(targets), ignore_index=IGNORE_INDEX,
-                keep_ignore=config.keep_ignore, os_thresh=config.os_thresh, op_thresh=config.op_thresh)
+                keep_ignore=config.keep_ignore, os_thresh=config.os_thresh, op_thresh=config.op_thresh,
+                allow_empty=config.allow_empty)
     rec = res.records
     dets = []
     for k, src in enumerate(sample[masks_field].detections):
         d = src.copy()
         cid = int(rec["class_id"][k])
         selected = bool(rec["selected"][k])
-        d.label = targets.get(cid, str(cid)) if selected and cid >= 0 else REJECTED
+        # a taken mask shows its class; the others their reason ("rejected", "background", ...)
+        d.label = targets.get(cid, str(cid)) if selected and cid >= 0 else str(rec["reason"][k])
         d["selected"] = selected
         d["class_id"] = cid
         d["o_s"] = float(rec["o_s"][k])
@@ -86,6 +88,7 @@ def refine(
     os_thresh: float = 0.5,
     op_thresh: float = 0.85,
     keep_ignore: bool = False,
+    allow_empty: bool = False,
     decisions_field: Optional[str] = None,
     store_decisions: bool = True,
     storage: Optional[str] = None,
@@ -99,7 +102,8 @@ def refine(
         view: a FiftyOne dataset or view.
         seed_field: ``fo.Segmentation`` seeds (CAM pseudo-labels), mask targets set.
         masks_field: ``fo.Detections`` with instance masks (SAM automatic masks).
-        mode, os_thresh, op_thresh, keep_ignore: see ``sepl.merge.merge``.
+        mode, os_thresh, op_thresh, keep_ignore, allow_empty: see ``sepl.merge.merge`` (an
+            empty mask set is an error unless ``allow_empty``: it usually means a failed run).
         decisions_field: where per-mask decisions go (default ``<out_field>_masks``).
         storage: "db" or "disk" for the merged label maps (default: see ``sepl.fo._fill``).
         overwrite: replace an existing ``out_field`` made otherwise.
@@ -125,7 +129,8 @@ def refine(
     if not targets:
         raise SeplError(f"seed field '{seed_field}' has no mask targets",
                         hint="set dataset.mask_targets for it (the importers do)")
-    config = RefineConfig(mode=mode, os_thresh=os_thresh, op_thresh=op_thresh, keep_ignore=keep_ignore)
+    config = RefineConfig(mode=mode, os_thresh=os_thresh, op_thresh=op_thresh, keep_ignore=keep_ignore,
+                          allow_empty=allow_empty)
     decisions_field = decisions_field or f"{out_field}_masks"
     params = dict(asdict(config), seed_field=seed_field, masks_field=masks_field,
                   decisions_field=decisions_field if store_decisions else None)

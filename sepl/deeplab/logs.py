@@ -1,0 +1,63 @@
+"""The run's metrics log (JSON lines) and its plots."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, List
+
+
+class MetricsLog:
+    """Append-only JSON-lines log: one ``{"type": "train" | "val", ...}`` record a line.
+
+    Appending (not rewriting) keeps the history of a resumed run in one file.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def append(self, record: Dict[str, Any]) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def read(self) -> List[Dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        return [json.loads(ln) for ln in self.path.read_text().splitlines() if ln.strip()]
+
+
+def plot_metrics(log: MetricsLog, out_dir: str | os.PathLike) -> List[Path]:
+    """Write ``loss.png`` (training loss by iteration) and ``miou.png`` (validation mIoU by
+    epoch) from the log; returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = log.read()
+    out_dir = Path(out_dir)
+    written = []
+    train = [r for r in records if r.get("type") == "train"]
+    if train:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot([r["iter"] for r in train], [r["loss"] for r in train], lw=1)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("training loss")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out_dir / "loss.png", dpi=100)
+        plt.close(fig)
+        written.append(out_dir / "loss.png")
+    val = [r for r in records if r.get("type") == "val"]
+    if val:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot([r["epoch"] + 1 for r in val], [100 * r["miou"] for r in val], marker="o")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation mIoU (%)")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out_dir / "miou.png", dpi=100)
+        plt.close(fig)
+        written.append(out_dir / "miou.png")
+    return written

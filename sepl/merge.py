@@ -1,0 +1,505 @@
+"""SEPL merge: CAM seed label maps + class-agnostic (SAM) masks -> refined label maps.
+
+Two modes (see ``merge``):
+
+- ``"official"``: exactly what the released SEPL code (cskyl/SAM_WSSS,
+  ``merge/max_iou_imp2.py``) computes, in its order-free vectorised form.
+- ``"paper"``: the paper's assignment-then-selection with deterministic rules.
+
+Everything works on an (N, H*W) boolean stack read in one pass (packed to bits for the
+per-mask statistics); the only Python loops run over the few classes present in an image.
+Torch tensors on a CUDA device are processed on that device.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .errors import SeplError
+
+MODES = ("official", "paper")
+PAPER_FALLBACKS = ("unmasked", "unselected")
+
+# Reasons stored in MergeResult.records["reason"].
+REASON_OS = "o_s"  # selected: o_s above its threshold
+REASON_OP = "o_p"  # selected: o_p above its threshold
+REASON_BOTH = "o_s+o_p"  # selected: both tests pass
+REASON_REJECTED = "rejected"  # overlaps a class but fails both tests
+REASON_BACKGROUND = "background"  # paper mode: background overlaps it most, dropped
+REASON_NO_OVERLAP = "no_overlap"  # covers no pixel of any competing class
+REASON_EMPTY = "empty"  # the mask has no pixel
+
+
+@dataclass
+class MergeResult:
+    """Output of ``merge``.
+
+    Attributes:
+        labels: (H, W) uint8 label map (numpy; a torch tensor on the input's device when the
+            seed was a torch tensor).
+        records: one entry per input mask, in input order, as equal-length arrays:
+            ``class_id`` int64 (the class the mask was given to; -1 none; 0 = background in
+            paper mode), ``o_s`` / ``o_p`` float64 (|M & P_c| / |M| and |M & P_c| / |P_c| for
+            that class, or for the foreground class it overlaps most when it has none),
+            ``area`` int64, ``selected`` bool, ``reason`` list of str (see ``REASON_*``).
+        mode: the mode used.
+    """
+
+    labels: Any
+    records: Dict[str, Any] = field(default_factory=dict)
+    mode: str = "paper"
+
+    @property
+    def num_selected(self) -> int:
+        return int(np.count_nonzero(self.records["selected"]))
+
+
+def merge(
+    seed: Any,
+    masks: Any,
+    mode: str = "paper",
+    num_classes: Optional[int] = None,
+    ignore_index: int = 255,
+    keep_ignore: bool = False,
+    os_thresh: float = 0.5,
+    op_thresh: float = 0.85,
+    fallback: str = "unmasked",
+    allow_empty: bool = False,
+    name: Optional[str] = None,
+) -> MergeResult:
+    """Merge a CAM seed with class-agnostic masks into a refined label map.
+
+    Args:
+        seed: (H, W) integer label map: 0 background, 1..C-1 classes, ``ignore_index``
+            unknown. numpy array or torch tensor.
+        masks: (N, H, W) boolean stack (numpy or torch; 0/1 or 0/255 integers accepted), a
+            list of (H, W) masks, a list of COCO RLE dicts (``{"size": [h, w], "counts": ...}``
+            as SAM writes with ``output_mode="coco_rle"``), or a list of SAM
+            ``generate()`` records (dicts with a ``"segmentation"`` key).
+        mode: ``"official"`` or ``"paper"`` (see below).
+        num_classes: C, classes including background. Default: the largest seed value other
+            than ``ignore_index``, plus one. Seed values >= C (other than the ignore value)
+            are an error.
+        ignore_index: the seed's "unknown" value.
+        keep_ignore: write ``ignore_index`` where the seed has it and no selected mask
+            covers the pixel (otherwise such pixels become 0, as in the released code).
+        os_thresh: select a mask when o_s = |M & P_c| / |M| exceeds this (strict).
+        op_thresh: select a mask when o_p = |M & P_c| / |P_c| reaches this (``>=`` in
+            official mode, as the released code; ``>`` in paper mode, as the paper).
+        fallback: paper mode only: where the CAM label is kept: ``"unmasked"`` (pixels no
+            mask covers, SPEC 1b) or ``"unselected"`` (pixels no selected mask covers).
+        allow_empty: accept an empty mask set (the result is then the CAM fallback alone);
+            by default an empty set is an error, since it usually means a failed mask run.
+        name: the image's id, used in error messages.
+
+    Returns:
+        MergeResult with ``labels`` (H, W) uint8 and per-mask ``records``.
+
+    Modes:
+        ``"official"`` reproduces ``max_iou_imp2.py`` pixel for pixel: classes 1..C-1 claim
+        masks greedily in ascending index (a mask goes to the *lowest* class for which
+        o_s > 0.5 or o_p >= 0.85, even if a later class overlaps it more); each class paints
+        its claimed masks plus its CAM pixels not covered by a mask still unclaimed when it
+        was processed; higher classes overwrite lower ones; ignore pixels become 0. Known
+        failure: a large background mask holding a small CAM region has o_p = 1 and paints
+        the whole region with that class.
+
+        ``"paper"`` follows the paper: each mask is assigned to the class (background
+        included) whose seed region it overlaps most (ties to the lower index); masks won
+        by background are dropped (no large-background-mask failure); an assigned mask is
+        selected if o_s > ``os_thresh`` or o_p > ``op_thresh``; the CAM label is kept where
+        no mask covers the pixel (``fallback``); selected masks are painted by decreasing
+        area, so a smaller mask wins where two overlap (equal areas: the lower class wins).
+
+        Default: ``"paper"``; see the README section "SEPL merge" for the measurements.
+
+    Both modes give the same result whatever the order of ``masks``.
+    """
+    if mode not in MODES:
+        raise SeplError(f"unknown merge mode {mode!r}", hint=f"use one of {', '.join(MODES)}", sample=name)
+    if fallback not in PAPER_FALLBACKS:
+        raise SeplError(f"unknown fallback {fallback!r}", hint=f"use one of {', '.join(PAPER_FALLBACKS)}",
+                        sample=name)
+    torch_device = _torch_device(seed)
+    seed_np = _to_numpy(seed)
+    if seed_np.ndim != 2:
+        raise SeplError(f"seed must be a 2-D label map, got shape {tuple(seed_np.shape)}", sample=name)
+    if not (np.issubdtype(seed_np.dtype, np.integer) or seed_np.dtype == bool):
+        raise SeplError(f"seed must hold integer class indices, got dtype {seed_np.dtype}",
+                        hint="pass the hard label map (argmax of the CAM), not scores", sample=name)
+    h, w = seed_np.shape
+    stack = as_mask_stack(masks, (h, w), name=name)  # (N, H*W) bool, numpy or cuda tensor
+    n = int(stack.shape[0])
+    if n == 0 and not allow_empty:
+        raise SeplError("the mask set is empty", hint="rerun mask generation for this image, "
+                        "or pass allow_empty=True to keep the seed", sample=name)
+
+    flat = seed_np.reshape(-1)
+    counts, c = _seed_counts(flat, num_classes, ignore_index, name)
+    stack = _Masks(stack)
+    fg_pix = (flat >= 1) & (flat < c)
+    if mode == "official":
+        records, out = _official(stack, flat, fg_pix, counts, c, os_thresh, op_thresh)
+    else:
+        records, out = _paper(stack, flat, fg_pix, counts, c, os_thresh, op_thresh, fallback)
+    if keep_ignore and 0 <= ignore_index < counts.size and counts[ignore_index]:
+        ign = flat == ignore_index
+        sel = stack.union(np.flatnonzero(records["selected"]))
+        if sel is not None:
+            ign &= ~sel
+        out[ign] = ignore_index
+    labels = out.reshape(h, w)
+    if torch_device is not None:
+        import torch
+
+        labels = torch.as_tensor(labels).to(torch_device)
+    return MergeResult(labels=labels, records=records, mode=mode)
+
+
+# ---------------------------------------------------------------------------------------
+# the two modes: per-mask decisions on the small (N, C) statistics, then pixel composition
+# from a few unions of mask groups
+
+
+def _ratios(inter, area, b):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        o_s = np.where(area[:, None] > 0, inter / np.maximum(area[:, None], 1), 0.0)
+        o_p = np.where(b[None] > 0, inter / np.maximum(b[None], 1), 0.0)
+    return o_s, o_p
+
+
+def _official(stack, flat, fg_pix, counts, c, os_thresh, op_thresh):
+    n = stack.n
+    area = stack.area()
+    classes = [v for v in range(1, c) if counts[v]]
+    inter = np.zeros((n, c), np.int64)
+    inter[:, classes] = stack.inters([flat == v for v in classes])
+    b = counts[:c]
+    o_s, o_p = _ratios(inter, area, b)
+    live = (b > 0)[None] & (np.arange(c) >= 1)[None]
+    pass_s = (o_s > os_thresh) & live
+    pass_p = (o_p >= op_thresh) & live
+    crit = pass_s | pass_p
+    claimed = crit.any(1)
+    first = np.argmax(crit, axis=1)  # the lowest class index that passes
+    best = np.argmax(np.where(live, inter, -1), axis=1)  # for the record of unclaimed masks
+    col = np.where(claimed, first, best)
+    rows = np.arange(n)
+    class_id = np.where(claimed, first, -1).astype(np.int64)
+    reason = _reasons(claimed, pass_s[rows, col], pass_p[rows, col], area, inter[:, 1:].sum(1) > 0)
+
+    # key = owner class, or c ("+inf") for masks no class claims; maxkey/selmax per pixel
+    key = np.where(claimed, class_id, c)
+    maxkey = np.zeros(flat.shape, np.uint8 if c < 256 else np.int32)  # 0 = no mask
+    selmax = np.zeros(flat.shape, np.uint8)
+    for g in np.unique(key):  # ascending: a larger key overwrites
+        union = stack.union(np.flatnonzero(key == g))
+        np.copyto(maxkey, maxkey.dtype.type(g), where=union)
+        if g < c:
+            np.copyto(selmax, np.uint8(g), where=union)
+    cam = fg_pix & (flat > maxkey)  # CAM kept where no mask still unclaimed at its class lies
+    out = np.maximum(selmax, np.where(cam, flat, 0).astype(np.uint8))
+    records = dict(class_id=class_id, o_s=o_s[rows, col], o_p=o_p[rows, col], area=area,
+                   selected=claimed, reason=reason)
+    return records, out
+
+
+def _paper(stack, flat, fg_pix, counts, c, os_thresh, op_thresh, fallback):
+    n = stack.n
+    area = stack.area()
+    classes = [v for v in range(0, c) if counts[v]]  # background competes
+    inter = np.zeros((n, c), np.int64)
+    inter[:, classes] = stack.inters([flat == v for v in classes])
+    b = counts[:c]
+    comp = np.where((b > 0)[None], inter, -1)
+    assigned = np.argmax(comp, axis=1)  # ties -> lower index
+    rows = np.arange(n)
+    has = comp[rows, assigned] > 0
+    o_s_all, o_p_all = _ratios(inter, area, b)
+    o_s, o_p = o_s_all[rows, assigned], o_p_all[rows, assigned]
+    pass_s = o_s > os_thresh
+    pass_p = o_p > op_thresh
+    is_bg = has & (assigned == 0)
+    selected = has & ~is_bg & (pass_s | pass_p)
+    class_id = np.where(has, assigned, -1).astype(np.int64)
+    reason = _reasons(selected, pass_s, pass_p, area, has)
+    reason = [REASON_BACKGROUND if bg else r for bg, r in zip(is_bg.tolist(), reason)]
+
+    out = np.where(fg_pix, flat, 0).astype(np.uint8)
+    sel_rows = np.flatnonzero(selected)
+    covered = stack.union(rows if fallback == "unmasked" else sel_rows)
+    if covered is not None:
+        out[covered] = 0
+    # paint each class's selected union; where unions of different classes overlap, the
+    # smallest covering mask wins (equal areas: the lower class)
+    hits = np.zeros(flat.shape, np.uint8)
+    for v in np.unique(class_id[sel_rows]):
+        union = stack.union(sel_rows[class_id[sel_rows] == v])
+        np.copyto(out, np.uint8(v), where=union)
+        hits += union
+    clash = np.flatnonzero(hits > 1)
+    if clash.size:
+        order = sel_rows[np.lexsort((-class_id[sel_rows], -area[sel_rows]))]  # paint order
+        rank = np.arange(1, order.size + 1)
+        win = stack.max_key(order, rank, clash)
+        out[clash] = class_id[order][win - 1]
+    records = dict(class_id=class_id, o_s=o_s, o_p=o_p, area=area, selected=selected, reason=reason)
+    return records, out
+
+
+def _reasons(selected, pass_s, pass_p, area, overlaps) -> List[str]:
+    codes = np.where(area == 0, 0, np.where(selected, np.where(pass_s & pass_p, 1, np.where(pass_s, 2, 3)),
+                                            np.where(overlaps, 4, 5)))
+    names = np.array([REASON_EMPTY, REASON_BOTH, REASON_OS, REASON_OP, REASON_REJECTED, REASON_NO_OVERLAP])
+    return names[codes].tolist()
+
+
+# ---------------------------------------------------------------------------------------
+# input normalisation
+
+
+def _torch_device(x: Any):
+    if type(x).__module__.startswith("torch"):
+        return x.device
+    return None
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    if type(x).__module__.startswith("torch"):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _seed_counts(flat: np.ndarray, num_classes: Optional[int], ignore_index: int, name) -> Tuple[np.ndarray, int]:
+    """Pixel counts per seed value (at least C + 1 entries) and C, validated."""
+    if flat.size and flat.dtype != bool and flat.min() < 0:
+        raise SeplError(f"seed has negative value {int(flat.min())}", sample=name)
+    counts = np.bincount(flat, minlength=1) if flat.size else np.zeros(1, np.int64)
+    values = np.flatnonzero(counts)
+    non_ignore = values[values != ignore_index]
+    if num_classes is None:
+        num_classes = max(int(non_ignore.max()) + 1 if non_ignore.size else 1, 2)
+    if num_classes > 255:
+        raise SeplError(f"num_classes={num_classes} does not fit the uint8 label map", sample=name)
+    bad = non_ignore[non_ignore >= num_classes]
+    if bad.size:
+        raise SeplError(f"seed has class values {bad.tolist()} >= num_classes={num_classes}",
+                        hint="pass the right num_classes, or set ignore_index to the seed's unknown value",
+                        sample=name)
+    if counts.size < num_classes + 1:
+        counts = np.pad(counts, (0, num_classes + 1 - counts.size))
+    return counts, num_classes
+
+
+def as_mask_stack(masks: Any, shape: Tuple[int, int], name: Optional[str] = None):
+    """Normalise a mask set to an (N, H*W) boolean stack.
+
+    Accepts what ``merge`` accepts. Returns a numpy array, or a torch tensor when given a
+    torch tensor on a CUDA device (CPU tensors are viewed as numpy).
+    """
+    h, w = shape
+    if type(masks).__module__.startswith("torch"):
+        if masks.device.type != "cpu":
+            return _check_torch_stack(masks, shape, name)
+        masks = masks.detach().numpy()
+    if isinstance(masks, np.ndarray):
+        arr = masks
+    else:
+        masks = list(masks)
+        if not masks:
+            return np.zeros((0, h * w), bool)
+        if isinstance(masks[0], dict):
+            arr = _decode_dicts(masks, shape, name)
+        else:
+            try:
+                arr = np.stack([_to_numpy(m) for m in masks])
+            except ValueError:
+                sizes = sorted({tuple(np.shape(m)) for m in masks})
+                raise SeplError(f"masks have different sizes {sizes}; the seed is {h}x{w}",
+                                hint="resize every mask to the seed's size", sample=name)
+    if arr.ndim == 2 and arr.shape == (h, w):
+        arr = arr[None]
+    if arr.ndim != 3:
+        raise SeplError(f"mask stack must be (N, H, W), got shape {arr.shape}", sample=name)
+    if arr.shape[1:] != (h, w):
+        raise SeplError(f"masks are {arr.shape[1]}x{arr.shape[2]} but the seed is {h}x{w}",
+                        hint="compute the masks on the same image size as the seed", sample=name)
+    return _binarise(arr, name).reshape(arr.shape[0], h * w)
+
+
+def _binarise(arr: np.ndarray, name) -> np.ndarray:
+    if arr.dtype == bool:
+        return np.ascontiguousarray(arr)
+    if arr.size == 0:
+        return arr.astype(bool)
+    if not np.issubdtype(arr.dtype, np.integer) and not np.issubdtype(arr.dtype, np.floating):
+        raise SeplError(f"masks must be boolean, got dtype {arr.dtype}", sample=name)
+    # 0/1 and 0/255 (PNG) masks are binary; anything else (scores, logits) is not
+    lo, hi = arr.min(), arr.max()
+    if lo < 0 or (hi not in (0, 1, 255)) or np.count_nonzero((arr != 0) & (arr != hi)):
+        raise SeplError(f"masks are not binary (values {lo}..{hi})",
+                        hint="threshold scores or logits first (e.g. logits > 0)", sample=name)
+    return arr != 0
+
+
+def _decode_dicts(records: List[dict], shape, name) -> np.ndarray:
+    from pycocotools import mask as mask_utils
+
+    h, w = shape
+    rles, arrays = [], []
+    for i, r in enumerate(records):
+        seg = r.get("segmentation", r)
+        if isinstance(seg, dict) and "counts" in seg:
+            if tuple(seg.get("size", ())) != (h, w):
+                raise SeplError(f"mask {i} is {tuple(seg.get('size', ()))} but the seed is {h}x{w}",
+                                hint="compute the masks on the same image size as the seed", sample=name)
+            counts = seg["counts"]
+            if isinstance(counts, list):  # uncompressed RLE
+                seg = mask_utils.frPyObjects(seg, h, w)
+            elif isinstance(counts, str):
+                seg = dict(size=seg["size"], counts=counts.encode("ascii"))
+            rles.append(seg)
+        else:
+            arrays.append(np.asarray(seg))
+    if rles and arrays:
+        raise SeplError("mask list mixes RLE and array masks", sample=name)
+    if arrays:
+        return np.stack(arrays)
+    try:
+        with warnings.catch_warnings():  # pycocotools vs numpy 2 copy= keyword
+            warnings.simplefilter("ignore", DeprecationWarning)
+            dec = mask_utils.decode(rles)  # (H, W, N) uint8, Fortran order
+    except Exception as e:  # pycocotools raises bare errors on corrupt counts
+        raise SeplError(f"cannot decode RLE masks: {e}", hint="the JSON is corrupt; regenerate it",
+                        sample=name)
+    return np.ascontiguousarray(dec.transpose(2, 0, 1)).astype(bool)
+
+
+def _check_torch_stack(masks, shape, name):
+    h, w = shape
+    if masks.ndim == 2:
+        masks = masks[None]
+    if masks.ndim != 3 or tuple(masks.shape[1:]) != (h, w):
+        raise SeplError(f"masks have shape {tuple(masks.shape)} but the seed is {h}x{w}", sample=name)
+    if masks.dtype != __import__("torch").bool:
+        lo, hi = masks.min().item() if masks.numel() else 0, masks.max().item() if masks.numel() else 0
+        if lo < 0 or hi not in (0, 1, 255) or bool(((masks != 0) & (masks != hi)).any()):
+            raise SeplError(f"masks are not binary (values {lo}..{hi})",
+                            hint="threshold scores or logits first (e.g. logits > 0)", sample=name)
+        masks = masks != 0
+    return masks.reshape(masks.shape[0], h * w).contiguous()
+
+
+# ---------------------------------------------------------------------------------------
+# the heavy kernels: the only places that touch the (N, H*W) stack
+
+
+def _is_torch(x) -> bool:
+    return type(x).__module__.startswith("torch")
+
+
+class _Masks:
+    """The (N, H*W) stack with the few reductions the merge needs. numpy stacks are packed
+    to 64-bit words once (8x less memory traffic), so statistics are popcounts and unions
+    are ORs of packed rows; CUDA tensors stay on their device."""
+
+    def __init__(self, stack):
+        self.n, self.hw = int(stack.shape[0]), int(stack.shape[1])
+        self.torch = _is_torch(stack)
+        self.stack = stack
+        if not self.torch:
+            self.packed = _pack(stack)
+
+    def area(self) -> np.ndarray:
+        if self.n == 0:
+            return np.zeros(0, np.int64)
+        if self.torch:
+            return self.stack.sum(1).cpu().numpy().astype(np.int64)
+        return np.bitwise_count(self.packed).sum(1, dtype=np.int64)
+
+    def inters(self, pixel_sets: List[np.ndarray]) -> np.ndarray:
+        """(N, K) |M_k & S_j| for K boolean (HW,) pixel sets."""
+        out = np.zeros((self.n, len(pixel_sets)), np.int64)
+        if self.n == 0 or not pixel_sets:
+            return out
+        if self.torch:
+            import torch
+
+            sets = torch.as_tensor(np.stack(pixel_sets, 1), device=self.stack.device, dtype=torch.float32)
+            # 0/1 products summed in float32 are exact below 2**24 pixels
+            return (self.stack.float() @ sets).round().long().cpu().numpy()
+        for j, ps in enumerate(pixel_sets):
+            out[:, j] = np.bitwise_count(self.packed & _pack(ps[None])[0]).sum(1, dtype=np.int64)
+        return out
+
+    def union(self, rows: np.ndarray) -> Optional[np.ndarray]:
+        """(HW,) bool union of the given masks, or None for no rows."""
+        rows = np.asarray(rows)
+        if rows.size == 0:
+            return None
+        if self.torch:
+            import torch
+
+            idx = torch.as_tensor(rows, device=self.stack.device)
+            return self.stack.index_select(0, idx).any(0).cpu().numpy()
+        u = np.bitwise_or.reduce(self.packed[rows], axis=0)
+        return np.unpackbits(u.view(np.uint8), count=self.hw).view(bool)
+
+    def max_key(self, rows: np.ndarray, keys: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+        """(P,) max of ``keys`` (>= 1) over the given masks covering each given pixel; 0 if none."""
+        if self.torch:
+            import torch
+
+            dev = self.stack.device
+            sub = self.stack.index_select(0, torch.as_tensor(rows, device=dev))
+            sub = sub.index_select(1, torch.as_tensor(pixels, device=dev))
+            k = torch.as_tensor(keys, device=dev, dtype=torch.int64)
+            return (sub * k[:, None]).amax(0).cpu().numpy()
+        sub = self.stack[np.ix_(rows, pixels)]
+        return (sub * np.asarray(keys, np.int64)[:, None]).max(0)
+
+
+def _pack(stack: np.ndarray) -> np.ndarray:
+    """(N, HW) bool -> (N, ceil(HW / 64)) uint64 bit rows (zero padded)."""
+    packed = np.packbits(stack, axis=1)
+    width = -(-packed.shape[1] // 8) * 8
+    if width != packed.shape[1]:
+        out = np.empty((packed.shape[0], width), np.uint8)
+        out[:, : packed.shape[1]] = packed
+        out[:, packed.shape[1]:] = 0
+        packed = out
+    return packed.view(np.uint64)
+
+
+def merge_reference_loop(seed: np.ndarray, masks: np.ndarray, num_classes: int = 21) -> np.ndarray:
+    """A straightforward per-class loop port of the released ``max_iou_imp2.py`` on in-memory
+    masks: for each present class, one pass over the masks not yet claimed.
+
+    Slow on purpose (the baseline of ``benchmarks/bench_merge.py`` and the oracle of the
+    tests); use ``merge(..., mode="official")``. seed (H, W) int, masks (N, H, W) bool.
+    Returns (H, W) of seed's dtype.
+    """
+    seen = set()
+    out = np.zeros_like(seed)
+    for c in range(1, num_classes):
+        pc = seed == c
+        if np.sum(pc) == 0:
+            continue
+        cand = []
+        union = np.zeros_like(pc)
+        for k in range(len(masks)):
+            if k in seen:
+                continue
+            m = masks[k]
+            union = np.logical_or(union, m)
+            inter = np.sum((pc == m) * pc)
+            if 2 * inter - np.sum(m) > 0 or inter / np.sum(pc) >= 0.85:
+                cand.append(m)
+                seen.add(k)
+        cand.append(np.logical_and(union == 0, pc == 1))
+        out[np.sum(cand, axis=0) > 0] = c
+    return out

@@ -1,0 +1,242 @@
+"""SEPL merge: the official mode pinned on each quirk of the released code, the paper mode on
+its rules, equivalence with a per-class loop port, order independence, bad input."""
+
+import numpy as np
+import pytest
+
+from sepl.errors import SeplError
+from sepl.merge import (REASON_BACKGROUND, REASON_NO_OVERLAP, REASON_OP, REASON_OS, REASON_REJECTED, merge,
+                        merge_reference_loop)
+
+
+def box(shape, y0, y1, x0, x1):
+    m = np.zeros(shape, bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def random_masks(rng, shape, n, max_r=None):
+    h, w = shape
+    yy, xx = np.mgrid[:h, :w]
+    max_r = max_r or max(h, w) // 2
+    out = np.zeros((n, h, w), bool)
+    for k in range(n):
+        cy, cx = rng.integers(0, h), rng.integers(0, w)
+        ry, rx = rng.integers(1, max_r, 2)
+        out[k] = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1
+    return out
+
+
+# --- official mode: one hand-built case per quirk of max_iou_imp2.py --------------------------
+
+
+def test_official_selects_on_os_strict_and_op_nonstrict():
+    seed = np.zeros((10, 10), np.uint8)
+    seed[0:4, :] = 1  # |P1| = 40
+    m_half = box(seed.shape, 0, 2, 0, 10) | box(seed.shape, 5, 7, 0, 10)  # 20 in, 20 out: o_s = 0.5
+    m_os = m_half.copy()
+    m_os[6, 9] = False  # o_s = 20/39 > 0.5
+    res = merge(seed, m_half[None], mode="official")
+    assert not res.records["selected"][0] and res.records["reason"][0] == REASON_REJECTED
+    res = merge(seed, m_os[None], mode="official")
+    assert res.records["selected"][0] and res.records["reason"][0] == REASON_OS
+    assert res.records["o_s"][0] == pytest.approx(20 / 39)
+    seed[0:4, :] = 0
+    seed[0:4, 0:5] = 1  # |P1| = 20
+    # o_p exactly 0.85: |M&P| = 17 of 20 with a mask 4x larger -> selected by o_p (>=)
+    m_op = np.zeros(seed.shape, bool)
+    m_op.reshape(-1)[np.flatnonzero(seed.reshape(-1) == 1)[:17]] = True
+    m_op[5:, :] = True  # 50 outside -> o_s = 17/67
+    res = merge(seed, m_op[None], mode="official")
+    assert res.records["selected"][0] and res.records["reason"][0] == REASON_OP
+    assert res.records["o_p"][0] == pytest.approx(0.85)
+    assert (res.labels[m_op] == 1).all()
+
+
+def test_official_greedy_lowest_class_claims():
+    seed = np.zeros((10, 10), np.uint8)
+    seed[0:10, 0:2] = 1  # 20 px
+    seed[0:10, 2:10] = 2  # 80 px
+    whole = np.ones((10, 10), bool)  # o_p(1) = 1 -> claimed by class 1 though class 2 overlaps more
+    res = merge(seed, whole[None], mode="official")
+    assert res.records["class_id"][0] == 1
+    # class 2's CAM pixels are under a mask claimed by an earlier class: they keep class 2
+    assert (res.labels[:, 2:] == 2).all() and (res.labels[:, :2] == 1).all()
+    assert np.array_equal(res.labels, merge_reference_loop(seed, whole[None], 21))
+
+
+def test_official_rejected_mask_erases_cam():
+    seed = np.zeros((10, 10), np.uint8)
+    seed[0:2, 0:2] = 3  # 4 px CAM region
+    m = box(seed.shape, 0, 10, 0, 10)
+    m[:, 5:] = False  # 50 px, covers the CAM region: o_s = 4/50, o_p = 1 -> selected (o_p)
+    res = merge(seed, m[None], mode="official")
+    assert (res.labels[m] == 3).all()  # the large-background-mask failure
+    m2 = box(seed.shape, 0, 1, 0, 10)  # covers half the CAM region: o_p 0.5, o_s 0.2: rejected
+    res = merge(seed, m2[None], mode="official")
+    assert not res.records["selected"][0]
+    assert (res.labels[0, 0:2] == 0).all()  # CAM under a rejected mask becomes 0
+    assert (res.labels[1, 0:2] == 3).all()  # CAM with no mask is kept
+
+
+def test_official_later_class_overwrites_and_ignore_becomes_zero():
+    seed = np.zeros((6, 6), np.uint8)
+    seed[0:3, 0:3] = 1
+    seed[0:3, 3:6] = 2
+    seed[5, :] = 255
+    m1 = box(seed.shape, 0, 4, 0, 4)  # class 1 by o_s (9/16)
+    m2 = box(seed.shape, 0, 3, 2, 6)  # class 2 by o_s (9/12), overlaps m1 on column 2-3
+    res = merge(seed, np.stack([m1, m2]), mode="official")
+    assert res.records["class_id"].tolist() == [1, 2]
+    assert (res.labels[0:3, 2:4] == 2).all()  # the higher class paints last
+    assert (res.labels[5] == 0).all() and res.labels.max() < 255  # no 255 in the output
+    kept = merge(seed, np.stack([m1, m2]), mode="official", keep_ignore=True)
+    assert (kept.labels[5] == 255).all()
+    big = np.zeros((6, 6), bool)
+    big[4:6, :] = True  # covers the ignore row; o_p(1)=0 o_s=0 -> unclaimed -> ignore stays 0
+    res = merge(seed, np.stack([m1, m2, big]), mode="official", keep_ignore=True)
+    assert (res.labels[5] == 255).all()
+
+
+def test_official_background_never_claims():
+    seed = np.zeros((8, 8), np.uint8)
+    seed[0, 0] = 1
+    m = box(seed.shape, 4, 8, 4, 8)  # pure background
+    res = merge(seed, m[None], mode="official")
+    assert res.records["class_id"][0] == -1 and res.records["reason"][0] == REASON_NO_OVERLAP
+    assert res.labels[0, 0] == 1 and res.labels.sum() == 1
+
+
+# --- official == the per-class loop port -------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed_id", [0, 1, 2])
+def test_official_equals_reference_loop_random(rng, seed_id):
+    rng = np.random.default_rng(seed_id)
+    shape = (37, 53)
+    seed = np.zeros(shape, np.uint8)
+    for c in rng.choice(np.arange(1, 21), 3, replace=False):
+        y, x = rng.integers(0, 30), rng.integers(0, 45)
+        seed[y:y + rng.integers(3, 20), x:x + rng.integers(3, 25)] = c
+    seed[rng.random(shape) < 0.05] = 255
+    masks = random_masks(rng, shape, 40)
+    masks[0] = True  # whole-image mask
+    res = merge(seed, masks, mode="official", num_classes=21)
+    assert np.array_equal(res.labels, merge_reference_loop(seed, masks, 21))
+
+
+def test_official_equals_reference_loop_on_transcam(voc_train, rng):
+    """Exact equivalence on the real TransCAM seeds with object-like synthetic masks."""
+    from sepl.labelio import read_label
+
+    ids = (voc_train / "train.txt").read_text().split()
+    for sid in rng.choice(ids, 6, replace=False):
+        seed = read_label(voc_train / "transcam" / f"{sid}.png")
+        gt = read_label(voc_train / "gt" / f"{sid}.png")
+        masks = list(random_masks(rng, seed.shape, 30))
+        for c in np.unique(gt):  # GT-derived object masks, shifted
+            if c not in (0, 255):
+                masks.append(np.roll(gt == c, rng.integers(-8, 8, 2), axis=(0, 1)))
+        masks.append(np.ones(seed.shape, bool))
+        masks = np.stack(masks)
+        res = merge(seed, masks, mode="official", num_classes=21)
+        assert np.array_equal(res.labels, merge_reference_loop(seed, masks, 21)), sid
+
+
+# --- paper mode --------------------------------------------------------------------------------
+
+
+def test_paper_assignment_argmax_and_background_drop():
+    seed = np.zeros((10, 10), np.uint8)
+    seed[0:10, 0:2] = 1
+    seed[0:10, 2:10] = 2
+    whole = np.ones((10, 10), bool)
+    res = merge(seed, whole[None], mode="paper")
+    assert res.records["class_id"][0] == 2  # the class it overlaps most, not the lowest
+    seed2 = np.zeros((10, 10), np.uint8)
+    seed2[0:2, 0:2] = 3
+    res = merge(seed2, whole[None], mode="paper")
+    assert res.records["class_id"][0] == 0 and res.records["reason"][0] == REASON_BACKGROUND
+    assert not res.records["selected"][0]
+    # no large-background-mask failure: nothing painted 3 outside the CAM region
+    assert (res.labels[2:, :] == 0).all() and (res.labels[:, 2:] == 0).all()
+    res_u = merge(seed2, whole[None], mode="paper", fallback="unselected")
+    assert (res_u.labels[0:2, 0:2] == 3).all()  # the CAM kept where no *selected* mask lies
+    res_m = merge(seed2, whole[None], mode="paper", fallback="unmasked")
+    assert (res_m.labels == 0).all()  # the CAM kept only where no mask lies
+
+
+def test_paper_ties_go_to_lower_class_and_thresholds_are_strict():
+    seed = np.zeros((4, 4), np.uint8)
+    seed[:, 0:2] = 1
+    seed[:, 2:4] = 2
+    m = box(seed.shape, 0, 2, 1, 3)  # 2 px of class 1, 2 px of class 2
+    res = merge(seed, m[None], mode="paper")
+    assert res.records["class_id"][0] == 1 and res.records["o_s"][0] == 0.5
+    assert not res.records["selected"][0]  # o_s = 0.5 is not > 0.5; o_p = 0.25
+    seed = np.zeros((10, 10), np.uint8)
+    seed[0:4, 0:5] = 1
+    m_op = np.zeros(seed.shape, bool)
+    m_op.reshape(-1)[np.flatnonzero(seed.reshape(-1) == 1)[:17]] = True
+    assert not merge(seed, m_op[None], mode="paper", os_thresh=1.0).records["selected"][0]  # o_p 0.85 not > 0.85
+    assert merge(seed, m_op[None], mode="official", os_thresh=1.0).records["selected"][0]  # >= in official
+
+
+def test_paper_smaller_mask_wins_and_cam_fallback():
+    seed = np.zeros((10, 10), np.uint8)
+    seed[0:6, 0:6] = 1
+    seed[3:6, 3:6] = 2
+    big = box(seed.shape, 0, 6, 0, 6)  # class 1 (27 of 36)
+    small = box(seed.shape, 3, 6, 3, 6)  # class 2
+    res = merge(seed, np.stack([small, big]), mode="paper")
+    assert res.records["class_id"].tolist() == [2, 1] and res.records["selected"].all()
+    assert (res.labels[3:6, 3:6] == 2).all() and res.labels[0, 0] == 1
+    same = merge(seed, np.stack([big, small]), mode="paper")
+    assert np.array_equal(res.labels, same.labels)
+
+
+def test_paper_keep_ignore():
+    seed = np.zeros((6, 6), np.uint8)
+    seed[0:3, 0:3] = 1
+    seed[3, :] = 255
+    m = box(seed.shape, 0, 4, 0, 3)  # covers 3 ignore px, class 1 by o_s 9/12
+    res = merge(seed, m[None], mode="paper", keep_ignore=True)
+    assert (res.labels[3, 0:3] == 1).all() and (res.labels[3, 3:] == 255).all()
+    assert (merge(seed, m[None], mode="paper").labels[3, 3:] == 0).all()
+
+
+# --- inputs ------------------------------------------------------------------------------------
+
+
+def test_inputs_list_uint8_rle_and_torch(rng):
+    seed = np.zeros((20, 30), np.uint8)
+    seed[2:12, 3:15] = 4
+    masks = random_masks(rng, seed.shape, 12)
+    ref = merge(seed, masks, mode="paper")
+    assert np.array_equal(merge(seed, list(masks), mode="paper").labels, ref.labels)
+    assert np.array_equal(merge(seed, masks.astype(np.uint8) * 255, mode="paper").labels, ref.labels)
+    from sepl.amgio import encode_rle
+
+    rles = [encode_rle(m) for m in masks]
+    assert np.array_equal(merge(seed, rles, mode="paper").labels, ref.labels)
+    assert np.array_equal(merge(seed, [dict(segmentation=r, area=1) for r in rles]).labels, ref.labels)
+    torch = pytest.importorskip("torch")
+    out = merge(torch.from_numpy(seed), torch.from_numpy(masks), mode="paper")
+    assert isinstance(out.labels, torch.Tensor) and np.array_equal(out.labels.numpy(), ref.labels)
+
+
+def test_bad_input_names_the_image():
+    seed = np.zeros((5, 5), np.uint8)
+    with pytest.raises(SeplError, match="img7.*4x4 but the seed is 5x5"):
+        merge(seed, np.zeros((2, 4, 4), bool), name="img7")
+    with pytest.raises(SeplError, match="not binary"):
+        merge(seed, np.full((1, 5, 5), 0.5), name="img7")
+    with pytest.raises(SeplError, match="empty"):
+        merge(seed, np.zeros((0, 5, 5), bool), name="img7")
+    assert merge(seed + 1, np.zeros((0, 5, 5), bool), allow_empty=True).labels.tolist() == (seed + 1).tolist()
+    with pytest.raises(SeplError, match=r"\[30\] >= num_classes=21"):
+        merge(np.full((5, 5), 30, np.uint8), np.ones((1, 5, 5), bool), num_classes=21, name="img7")
+    with pytest.raises(SeplError, match="mode"):
+        merge(seed, np.ones((1, 5, 5), bool), mode="fast")
+    with pytest.raises(SeplError, match="different sizes"):
+        merge(seed, [np.ones((5, 5), bool), np.ones((4, 4), bool)])

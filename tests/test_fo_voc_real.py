@@ -8,7 +8,7 @@ import pytest
 pytestmark = pytest.mark.shared_data
 
 
-def test_voc_train_import_evaluate_worst(voc_train, dataset):
+def test_voc_train_import_evaluate_worst(voc_train, dataset, tmp_path):
     from sepl.fo import evaluate, importers
     from sepl.fo.views import worst_ids
     from sepl.labelio import read_label
@@ -31,6 +31,17 @@ def test_voc_train_import_evaluate_worst(voc_train, dataset):
     assert np.array_equal(res.pixel_confusion_matrix, cm.matrix)
     assert res.miou() == pytest.approx(cm.miou(), abs=1e-12)
     assert res.num_samples == 1464 and not res.failures
+
+    # and the same as `sepl eval` on the folders
+    import json
+
+    from sepl.cli import main
+
+    assert main(["eval", "--pred", str(voc_train / "transcam"), "--gt", str(voc_train / "gt"),
+                 "--list", str(voc_train / "train.txt"), "--json", str(tmp_path / "e.json"), "--no-progress",
+                 "--workers", "1"]) == 0
+    text = json.loads((tmp_path / "e.json").read_text())
+    assert 100 * res.miou() == pytest.approx(100 * text["miou"] if text["miou"] <= 1 else text["miou"], abs=1e-6)
 
     worst = sorted(per_id, key=lambda i: (per_id[i], i))[:10]
     got = worst_ids(dataset, "transcam", limit=10)

@@ -58,9 +58,10 @@ def _refine_form(ctx, inputs) -> bool:
             label="Refining needs a Segmentation field of seeds and a Detections field of masks",
             description="Import them with `sepl import seeds|cams|masks`"))
         return False
-    inputs.enum("seed_field", segs, required=True, label="Seed field",
+    seed_default = next((f for f in ("seeds", "seed") if f in segs), segs[0])
+    inputs.enum("seed_field", segs, default=seed_default, required=True, label="Seed field",
                 description="CAM pseudo-labels (fo.Segmentation)", view=types.DropdownView())
-    inputs.enum("masks_field", dets, required=True, label="Masks field",
+    inputs.enum("masks_field", dets, default=dets[0], required=True, label="Masks field",
                 description="Class-agnostic masks (fo.Detections with instance masks)", view=types.DropdownView())
     inputs.enum("mode", list(MODES), default="paper", label="Mode",
                 description="paper: argmax assignment, background competes; official: the released code",

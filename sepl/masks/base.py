@@ -33,7 +33,7 @@ class MaskSet:
         self.source = source
         self.fields: Dict[str, np.ndarray] = {"masks": masks}
         defaults = {
-            "area": lambda: masks.reshape(n, -1).sum(1).astype(np.int64),
+            "area": lambda: masks.sum((1, 2)).astype(np.int64),
             "predicted_iou": lambda: np.full(n, np.nan, np.float32),
             "stability_score": lambda: np.full(n, np.nan, np.float32),
             "boxes": lambda: masks_to_boxes(masks),

@@ -1,0 +1,132 @@
+"""Operator "Generate masks": SAM automatic / box-prompted masks or superpixels (not SAM)."""
+
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from ._util import add_target_input, target_view
+
+URI = "@sepl/sepl/generate_masks"
+
+_SOURCES = {
+    "sam_auto": "SAM automatic masks",
+    "sam_box": "SAM masks for the boxes of a Detections field",
+    "superpixels": "Superpixels (classical, NOT SAM: no checkpoint needed)",
+}
+_AUTO = [  # name, type, default, label
+    ("points_per_side", "int", 32, "Points per side"),
+    ("pred_iou_thresh", "float", 0.88, "Predicted IoU threshold"),
+    ("stability_score_thresh", "float", 0.95, "Stability score threshold"),
+    ("box_nms_thresh", "float", 0.7, "Box NMS threshold"),
+    ("crop_n_layers", "int", 0, "Crop layers"),
+    ("min_mask_region_area", "int", 0, "Min region area (pixels)"),
+]
+
+
+def _sam_inputs(ctx, inputs):
+    inputs.enum("model_type", ["vit_h", "vit_l", "vit_b", "tiny"], default="vit_h", label="Model type",
+                description="tiny = random weights, for testing only")
+    inputs.str("checkpoint", label="Checkpoint (optional)",
+               description="path to the .pth; else $SEPL_SAM_CHECKPOINT or FiftyOne's model zoo folder")
+    inputs.enum("device", ["auto", "cuda", "cpu"], default="auto", label="Device")
+    inputs.int("batch_size", default=4, label="Images per batch")
+
+
+def _params(ctx):
+    p = ctx.params
+    if p.get("source", "sam_auto") == "sam_auto":
+        return {name: p[name] for name, *_ in _AUTO if p.get(name) is not None}
+    if p.get("source") == "superpixels":
+        return {"mode": p.get("sp_mode", "partition")}
+    return {}
+
+
+class GenerateMasks(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="generate_masks",
+            label="sepl: Generate masks",
+            description="Class-agnostic masks (SAM or superpixels) into a Detections field",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+            default_choice_to_delegated=True,
+        )
+
+    def resolve_delegation(self, ctx):
+        if ctx.params.get("num_shards", 1) > 1 and ctx.params.get("shard") is None:
+            return False  # the parent only queues the shards
+        return ctx.params.get("delegate", True)
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        add_target_input(ctx, inputs)
+        inputs.enum("source", list(_SOURCES), default="sam_auto", label="Mask source",
+                    view=types.RadioGroup(choices=[types.Choice(k, label=v) for k, v in _SOURCES.items()]))
+        source = ctx.params.get("source", "sam_auto")
+        if source == "superpixels":
+            inputs.view("not_sam", types.Warning(label="Superpixels are not SAM masks",
+                                                  description="coarser regions; SEPL gains little from them"))
+            inputs.enum("sp_mode", ["partition", "hierarchy"], default="partition", label="Regions")
+        else:
+            _sam_inputs(ctx, inputs)
+        if source == "sam_box":
+            from fiftyone import Detections
+
+            from ._util import field_names
+
+            fields = field_names(ctx.dataset, Detections)
+            if not fields:
+                inputs.view("no_boxes", types.Error(label="No Detections field holds boxes to prompt with"))
+                return types.Property(inputs)
+            inputs.enum("prompt_field", fields, required=True, label="Boxes from")
+        if source == "sam_auto":
+            for name, kind, default, label in _AUTO:
+                getattr(inputs, kind)(name, default=default, label=label)
+        inputs.str("out_field", default="sam_masks" if source != "superpixels" else "superpixel_masks",
+                   required=True, label="Output field")
+        inputs.bool("overwrite", default=False, label="Overwrite the field if it exists")
+        inputs.int("num_shards", default=1, label="Workers (shards)",
+                   description="split into this many delegated operations, one per `fiftyone delegated launch` worker")
+        inputs.bool("delegate", default=True, label="Delegate (run in a worker)")
+        return types.Property(inputs, view=types.View(label="Generate masks"))
+
+    def execute(self, ctx):
+        from sepl.fo import masks
+
+        p = ctx.params
+        source = p.get("source", "sam_auto")
+        n = int(p.get("num_shards", 1) or 1)
+        view = target_view(ctx)
+        common = dict(out_field=p["out_field"], source=source, model_type=p.get("model_type", "vit_h"),
+                      checkpoint=p.get("checkpoint") or None, params=_params(ctx),
+                      prompt_field=p.get("prompt_field"))
+        if n > 1 and p.get("shard") is None:
+            masks.prepare_run(ctx.dataset, common["out_field"], source, common["model_type"], common["params"],
+                              common["checkpoint"], common["prompt_field"], overwrite=p.get("overwrite", False))
+            queued = masks.queue_shards(URI, ctx.dataset, view, dict(p, overwrite=False), n)
+            return {"queued": queued}
+        shard = (int(p["shard"]), n) if p.get("shard") is not None else None
+
+        def progress(fraction, label):
+            if ctx.delegated:
+                ctx.set_progress(progress=fraction, label=label)
+
+        summary = masks.generate_masks(view, device=p.get("device", "auto"), batch_size=p.get("batch_size", 4),
+                                       overwrite=p.get("overwrite", False), shard=shard, progress=progress, **common)
+        if not ctx.delegated:
+            ctx.trigger("reload_dataset")
+        return {"processed": summary["processed"], "skipped": summary["skipped"],
+                "failed": "\n".join(summary["failed"]), "source": summary["source"]}
+
+    def resolve_output(self, ctx):
+        outputs = types.Object()
+        outputs.int("processed", label="Samples given masks")
+        outputs.int("skipped", label="Samples already done")
+        outputs.str("failed", label="Failures")
+        outputs.str("source", label="Mask source")
+        outputs.list("queued", types.String(), label="Queued shard operations")
+        return types.Property(outputs)
+
+
+OPERATORS = [GenerateMasks]

@@ -1,0 +1,312 @@
+"""Class-agnostic masks on FiftyOne samples: generate, resume, shard over workers.
+
+Masks land in a ``fo.Detections`` field (one detection per mask, instance mask cropped to
+its box, ``confidence`` = SAM's predicted IoU) with ``area``, ``predicted_iou``,
+``stability_score`` and ``source`` on each detection; the run that made the field is
+recorded (``sepl.fo.runs``) so a rerun with the same parameters only processes samples still
+lacking it. ``shard=(i, n)`` restricts a run to a fixed 1/n of the view, so n workers
+(delegated operations on one MongoDB) share a dataset without overlap.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+import fiftyone as fo
+import fiftyone.core.models as fom
+
+from ..errors import SeplError
+from ..masks.base import MaskSet, MaskSource
+from .convert import detection_box_pixels, masks_to_detections, sample_name
+from .runs import pending_view, run_key, start_run
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("sam_auto", "sam_box", "superpixels")
+AUTO_PARAMS = ("points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh",
+               "stability_score_offset", "box_nms_thresh", "crop_n_layers", "crop_nms_thresh",
+               "crop_overlap_ratio", "crop_n_points_downscale_factor", "min_mask_region_area")
+SUPERPIXEL_PARAMS = ("mode", "scales", "sigma", "min_size", "min_area_frac", "max_area_frac", "max_side",
+                     "include_base", "partitions")
+
+
+def make_source(source: str = "sam_auto", model_type: str = "vit_h", checkpoint: Optional[str] = None,
+                device: str = "auto", dtype: Optional[str] = None, image_batch: int = 4,
+                download: bool = False, multimask: bool = False, **params):
+    """A mask source by name: "sam_auto" (``SamAutoMasks``), "sam_box" (``BoxPromptedSAM``)
+    or "superpixels" (``HierarchicalSuperpixels``, not SAM). ``params`` go to the source."""
+    if source == "superpixels":
+        from ..masks.superpixels import HierarchicalSuperpixels
+
+        return HierarchicalSuperpixels(**{k: v for k, v in params.items() if k in SUPERPIXEL_PARAMS})
+    if source not in SOURCES:
+        raise SeplError(f"unknown mask source '{source}'", hint=f"use one of {', '.join(SOURCES)}")
+    from ..masks.build import build_sam
+    from ..masks.checkpoints import resolve_checkpoint
+
+    path = resolve_checkpoint(model_type, checkpoint, download_missing=download)
+    sam = build_sam(model_type, path, device=device)
+    if source == "sam_box":
+        from ..masks.sam_box import BoxPromptedSAM
+
+        return BoxPromptedSAM(sam, multimask=multimask, image_batch=image_batch, dtype=dtype)
+    from ..masks.sam_auto import SamAutoMasks
+
+    return SamAutoMasks(sam, image_batch=image_batch, dtype=dtype, model_type=model_type,
+                        **{k: v for k, v in params.items() if k in AUTO_PARAMS})
+
+
+def to_detections(ms: MaskSet, label: str = "mask", labels: Optional[Sequence[str]] = None) -> fo.Detections:
+    """``fo.Detections`` for a MaskSet (per-detection area, predicted IoU, stability, source)."""
+    attrs: Dict[str, Any] = {
+        "area": ms.area.astype(int).tolist(),
+        "predicted_iou": [None if np.isnan(v) else float(v) for v in ms.predicted_iou],
+        "stability_score": [None if np.isnan(v) else float(v) for v in ms.stability_score],
+        "source": [ms.source] * len(ms),
+    }
+    if "level" in ms.fields:
+        attrs["level"] = ms["level"].astype(int).tolist()
+    scores = None if np.isnan(ms.predicted_iou).all() else np.nan_to_num(ms.predicted_iou)
+    dets = masks_to_detections(ms.masks, label=label, scores=scores, attributes=attrs)
+    if labels is not None:
+        for d, name in zip(dets.detections, labels):
+            d.label = name
+    return dets
+
+
+def _load_image(sample) -> np.ndarray:
+    from ..labelio import read_image
+
+    try:
+        return read_image(sample.filepath)
+    except SeplError as e:
+        raise SeplError(e.message, hint=e.hint or "fix or remove the image", sample=sample_name(sample))
+    except Exception as e:
+        raise SeplError(f"cannot read image: {e}", hint="fix or remove the image", sample=sample_name(sample))
+
+
+def _prompt_boxes(sample, field: str, hw: Tuple[int, int]) -> Tuple[np.ndarray, List[str]]:
+    dets = sample[field] if sample.has_field(field) else None
+    if dets is not None and not isinstance(dets, fo.Detections):
+        raise SeplError(f"prompt field '{field}' is a {type(dets).__name__}, not Detections",
+                        hint="pick a Detections field of boxes", sample=sample_name(sample))
+    items = [] if dets is None else dets.detections
+    boxes = np.array([detection_box_pixels(d, *hw) for d in items], np.float32).reshape(-1, 4)
+    return boxes, [d.label for d in items]
+
+
+def shard_view(view, shard: Optional[Tuple[int, int]]):
+    """Shard ``i`` of ``n`` of ``view``: every n-th sample by sorted id (stable across reruns)."""
+    if shard is None:
+        return view
+    i, n = shard
+    if not (0 <= i < n):
+        raise SeplError(f"shard {i} of {n} does not exist", hint="shards are numbered 0..n-1")
+    ids = sorted(view.values("id"))
+    return view.select(ids[i::n], ordered=True)
+
+
+def run_params(source: str, model_type: str, params: Dict[str, Any], checkpoint: Optional[str],
+               prompt_field: Optional[str]) -> Dict[str, Any]:
+    """What a run records (and a resume must match): JSON-serialisable."""
+    out = {"source": source, "params": {k: params[k] for k in sorted(params)}}
+    if source != "superpixels":
+        out["model_type"] = model_type
+        out["checkpoint"] = os.path.basename(checkpoint) if checkpoint else None
+    else:
+        out["not_sam"] = True
+    if source == "sam_box":
+        out["prompt_field"] = prompt_field
+    return out
+
+
+def prepare_run(dataset, out_field: str, source: str, model_type: str, params: Dict[str, Any],
+                checkpoint: Optional[str] = None, prompt_field: Optional[str] = None,
+                overwrite: bool = False) -> bool:
+    """Claim ``out_field`` for this run and declare it (so shards can start in any order).
+    Returns True when resuming an identical earlier run."""
+    resume = start_run(dataset, out_field, "masks", run_params(source, model_type, params, checkpoint, prompt_field),
+                       overwrite=overwrite)
+    if not dataset.has_field(out_field):
+        dataset.add_sample_field(out_field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
+    return resume
+
+
+def generate_masks(
+    view,
+    out_field: str = "sam_masks",
+    source: str = "sam_auto",
+    model_type: str = "vit_h",
+    checkpoint: Optional[str] = None,
+    params: Optional[Dict[str, Any]] = None,
+    prompt_field: Optional[str] = None,
+    device: str = "auto",
+    dtype: Optional[str] = None,
+    batch_size: int = 4,
+    download: bool = False,
+    multimask: bool = False,
+    overwrite: bool = False,
+    shard: Optional[Tuple[int, int]] = None,
+    progress: Optional[Callable[[float, str], None]] = None,
+    mask_source: Optional[MaskSource] = None,
+) -> Dict[str, Any]:
+    """Generate class-agnostic masks for the samples of ``view`` into ``out_field``.
+
+    Args:
+        source: "sam_auto", "sam_box" (one mask per box of ``prompt_field``) or
+            "superpixels" (classical, NOT SAM).
+        params: the source's parameters (e.g. ``points_per_side``, ``pred_iou_thresh``).
+        batch_size: images per batch (the SAM encoder runs them together).
+        shard: ``(i, n)``: only this worker's fixed share of the view.
+        progress: called with (fraction, message) after each batch.
+        mask_source: an already-built source (skips building one from the arguments).
+
+    Returns a summary: ``processed``, ``skipped`` (already done), ``failed`` (list of
+    "sample: error"), ``source``. Samples that fail (unreadable image, bad prompts) are
+    reported and left without the field, so a rerun retries them; the others are saved.
+    """
+    params = dict(params or {})
+    dataset = view._dataset
+    if source == "sam_box" and not prompt_field:
+        raise SeplError("box-prompted masks need a prompt field", hint="pass the Detections field holding the boxes")
+    if source == "sam_box" and not dataset.has_field(prompt_field):
+        raise SeplError(f"the dataset has no field '{prompt_field}'", hint="pick the Detections field holding the boxes")
+    key_params = run_params(source, model_type, params, checkpoint, prompt_field)
+    if shard is not None and dataset.has_run(run_key(out_field)) and dataset.has_field(out_field):
+        resume = start_run(dataset, out_field, "masks", key_params)  # raises unless identical
+    else:
+        resume = prepare_run(dataset, out_field, source, model_type, params, checkpoint, prompt_field, overwrite)
+    mine = shard_view(view, shard)
+    todo = pending_view(mine, out_field, resume)
+    total, n_todo = len(mine), len(todo)
+    summary: Dict[str, Any] = {"processed": 0, "skipped": total - n_todo, "failed": [], "source": source}
+    if n_todo == 0:
+        return summary
+    src = mask_source or make_source(source, model_type, checkpoint, device=device, dtype=dtype,
+                                     image_batch=batch_size, download=download, multimask=multimask, **params)
+    summary["source"] = getattr(src, "name", source)
+    if not getattr(src, "is_sam", True):
+        log.warning("'%s' is filled by %s: these are not SAM masks", out_field, summary["source"])
+    ids = todo.values("id")
+    for start in range(0, len(ids), batch_size):
+        batch = list(dataset.select(ids[start:start + batch_size], ordered=True))
+        images, ok = [], []
+        for s in batch:
+            try:
+                images.append(_load_image(s))
+                ok.append(s)
+            except SeplError as e:
+                summary["failed"].append(str(e))
+                log.error("%s", e)
+        if ok:
+            for s, dets in zip(ok, _run_batch(src, source, ok, images, prompt_field, summary)):
+                if dets is None:
+                    continue
+                s[out_field] = dets
+                s.save()
+                summary["processed"] += 1
+        if progress is not None:
+            done = min(start + batch_size, len(ids))
+            progress(done / len(ids), f"masks for {done}/{len(ids)} samples")
+    return summary
+
+
+def _run_batch(src, source, samples, images, prompt_field, summary) -> List[Optional[fo.Detections]]:
+    if source == "sam_box":
+        boxes, names = [], []
+        out: List[Optional[fo.Detections]] = [None] * len(samples)
+        for s, im in zip(samples, images):
+            try:
+                b, n = _prompt_boxes(s, prompt_field, im.shape[:2])
+            except SeplError as e:
+                summary["failed"].append(str(e))
+                b, n = None, None
+            boxes.append(b)
+            names.append(n)
+        keep = [k for k, b in enumerate(boxes) if b is not None]
+        results = src.predict_batch([images[k] for k in keep], [boxes[k] for k in keep])
+        for k, (masks, scores) in zip(keep, results):
+            ms = MaskSet(masks, source=f"sam_box", predicted_iou=scores)
+            out[k] = to_detections(ms, labels=names[k])
+        return out
+    try:
+        sets = src.generate_batch(images)
+    except SeplError as e:
+        if len(samples) == 1:
+            raise SeplError(e.message, hint=e.hint, sample=sample_name(samples[0]))
+        # find the culprit: one at a time, so the others still get their masks
+        return [_one(src, s, im, summary) for s, im in zip(samples, images)]
+    return [to_detections(ms) for ms in sets]
+
+
+def _one(src, sample, image, summary) -> Optional[fo.Detections]:
+    try:
+        return to_detections(src.generate(image))
+    except SeplError as e:
+        summary["failed"].append(str(SeplError(e.message, hint=e.hint, sample=sample_name(sample))))
+        return None
+
+
+class MaskSourceModel(fom.Model):
+    """A mask source as a FiftyOne model: ``dataset.apply_model(MaskSourceModel(src), "masks")``.
+
+    Images arrive as HxWx3 uint8 RGB arrays; each prediction is a ``fo.Detections``.
+    """
+
+    def __init__(self, source: MaskSource):
+        self.source = source
+
+    @property
+    def media_type(self):
+        return "image"
+
+    @property
+    def transforms(self):
+        return None
+
+    @property
+    def preprocess(self):
+        return False
+
+    @preprocess.setter
+    def preprocess(self, value):
+        pass
+
+    @property
+    def ragged_batches(self):
+        return True  # images of different sizes
+
+    def predict(self, arg):
+        return to_detections(self.source.generate(np.asarray(arg)))
+
+    def predict_all(self, args):
+        return [to_detections(ms) for ms in self.source.generate_batch([np.asarray(a) for a in args])]
+
+
+def queue_shards(operator_uri: str, dataset, view, params: Dict[str, Any], num_shards: int) -> List[str]:
+    """Queue ``num_shards`` delegated runs of ``operator_uri``, shard i of n each, on ``view``.
+
+    Each worker (``fiftyone delegated launch``, one per GPU or machine, all on the same
+    MongoDB) picks up one; a shard's samples are fixed, so none is done twice. The dataset
+    must be persistent for other processes to see it. Returns the operation ids.
+    """
+    from fiftyone.operators.delegated import DelegatedOperationService
+    from fiftyone.operators.executor import ExecutionContext
+
+    if not dataset.persistent:
+        raise SeplError(f"dataset '{dataset.name}' is not persistent, so other workers cannot see it",
+                        hint="set dataset.persistent = True")
+    service = DelegatedOperationService()
+    stages = (view.view() if isinstance(view, fo.Dataset) else view)._serialize()
+    ids = []
+    for i in range(num_shards):
+        request = dict(dataset_name=dataset.name, view=stages, delegated=True,
+                       params=dict(params, shard=i, num_shards=num_shards, delegate=True, target="CURRENT_VIEW"))
+        op = service.queue_operation(operator=operator_uri, label=f"Generate masks (shard {i + 1}/{num_shards})",
+                                     context=ExecutionContext(request_params=request).serialize())
+        ids.append(str(op.id))
+    return ids

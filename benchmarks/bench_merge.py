@@ -134,12 +134,13 @@ def main() -> None:
             assert np.array_equal(ours, merge_reference_loop(seed, masks, 21)), sid
             assert np.array_equal(ours, released_procedure(seed, folder)), sid
             t_sepl = best_time(lambda: merge(seed, masks, mode="official", num_classes=21), args.repeat)
+            t_paper = best_time(lambda: merge(seed, masks, mode="paper", num_classes=21), args.repeat)
             t_read = best_time(lambda: merge(seed, read_amg_folder(folder)[0], mode="official", num_classes=21),
                                max(1, args.repeat // 2))
             t_loop = best_time(lambda: merge_reference_loop(seed, masks, 21), max(1, args.repeat // 2))
             t_rel = best_time(lambda: released_procedure(seed, folder), 1)
             ncls = int(((np.unique(seed) > 0) & (np.unique(seed) < 21)).sum())
-            rows.append((sid, ncls, t_sepl, t_read, t_loop, t_rel))
+            rows.append((sid, ncls, t_sepl, t_read, t_loop, t_rel, t_paper))
             print(f"{sid}  classes={ncls}  sepl {t_sepl * 1e3:6.2f} ms  sepl+read {t_read * 1e3:7.1f} ms  "
                   f"loop {t_loop * 1e3:7.1f} ms  released {t_rel * 1e3:7.1f} ms", flush=True)
     tot = [sum(r[i] for r in rows) for i in range(2, 6)]
@@ -148,7 +149,8 @@ def main() -> None:
           f"outputs identical in all three implementations")
     print(f"mean per image: sepl {tot[0] / len(rows) * 1e3:.2f} ms | sepl incl. reading the PNGs once "
           f"{tot[1] / len(rows) * 1e3:.1f} ms | per-class loop {tot[2] / len(rows) * 1e3:.1f} ms | "
-          f"released (PNG per class) {tot[3] / len(rows) * 1e3:.1f} ms")
+          f"released (PNG per class) {tot[3] / len(rows) * 1e3:.1f} ms | "
+          f"sepl paper mode {sum(r[6] for r in rows) / len(rows) * 1e3:.2f} ms")
     print(f"speed-up vs in-memory per-class loop: {tot[2] / tot[0]:.1f}x "
           f"(per image: median {statistics.median(r[4] / r[2] for r in rows):.1f}x, "
           f"min {min(r[4] / r[2] for r in rows):.1f}x)")

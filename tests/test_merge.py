@@ -240,3 +240,70 @@ def test_bad_input_names_the_image():
         merge(seed, np.ones((1, 5, 5), bool), mode="fast")
     with pytest.raises(SeplError, match="different sizes"):
         merge(seed, [np.ones((5, 5), bool), np.ones((4, 4), bool)])
+
+
+# --- properties (hypothesis) -------------------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@st.composite
+def scenes(draw):
+    h, w = draw(st.integers(3, 12)), draw(st.integers(3, 12))
+    c = draw(st.integers(2, 5))
+    seed = np.array(draw(st.lists(st.sampled_from(list(range(c)) + [255]), min_size=h * w, max_size=h * w)),
+                    np.uint8).reshape(h, w)
+    n = draw(st.integers(1, 7))
+    bits = draw(st.lists(st.booleans(), min_size=n * h * w, max_size=n * h * w))
+    masks = np.array(bits, bool).reshape(n, h, w)
+    perm = draw(st.permutations(list(range(n))))
+    return seed, masks, c, np.array(perm)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenes(), st.sampled_from(["official", "paper"]), st.booleans())
+def test_order_independence(scene, mode, keep_ignore):
+    seed, masks, c, perm = scene
+    a = merge(seed, masks, mode=mode, num_classes=c, keep_ignore=keep_ignore)
+    b = merge(seed, masks[perm], mode=mode, num_classes=c, keep_ignore=keep_ignore)
+    assert np.array_equal(a.labels, b.labels)
+    for key in ("class_id", "selected", "o_s", "o_p"):  # records follow their masks
+        assert np.array_equal(np.asarray(a.records[key])[perm], np.asarray(b.records[key]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(scenes())
+def test_official_equals_loop_port(scene):
+    seed, masks, c, _ = scene
+    res = merge(seed, masks, mode="official", num_classes=c)
+    assert np.array_equal(res.labels, merge_reference_loop(seed, masks, c))
+
+
+@settings(max_examples=150, deadline=None)
+@given(scenes(), st.sampled_from(["official", "paper"]))
+def test_seed_regions_as_masks_return_the_seed(scene, mode):
+    seed, _, c, _ = scene
+    seed = np.where(seed == 255, 0, seed).astype(np.uint8)
+    regions = np.stack([seed == v for v in np.unique(seed)])
+    res = merge(seed, regions, mode=mode, num_classes=c)
+    assert np.array_equal(res.labels, seed)
+    # with an ignore value kept, the regions of the labelled pixels still give the seed back
+    seed2 = seed.copy()
+    seed2[0, :] = 255
+    regions2 = np.stack([seed2 == v for v in np.unique(seed2) if v != 255])
+    res2 = merge(seed2, regions2, mode=mode, num_classes=c, keep_ignore=True)
+    assert np.array_equal(res2.labels, seed2)
+
+
+def test_paper_assigns_by_iou_not_count():
+    # a CAM that covers a third of an object: the object's mask overlaps more background
+    # pixels than class pixels, but its IoU with the class region is the larger
+    seed = np.zeros((20, 20), np.uint8)
+    seed[5:15, 5:9] = 7  # 40 px CAM
+    obj = box(seed.shape, 5, 15, 5, 15)  # 100 px object: 40 class, 60 background
+    res = merge(seed, obj[None], mode="paper")
+    assert res.records["class_id"][0] == 7 and res.records["selected"][0]  # o_p = 1
+    assert (res.labels[obj] == 7).all()
+    off = merge(seed, obj[None], mode="official")
+    assert np.array_equal(off.labels, res.labels)

@@ -1,0 +1,357 @@
+"""Evaluate semantic segmentation fields the way WSSS papers score them, as FiftyOne runs.
+
+``evaluate(view, ["seeds", "sepl"], "ground_truth")`` runs one FiftyOne segmentation
+evaluation per prediction field, with sepl's method (``method="sepl"``), under the eval
+key ``<field>`` by default, and stores:
+
+- per sample: ``<key>_miou`` (mean IoU over the classes present in that image's GT or
+  prediction, 255 ignored) and ``<key>_class_iou`` (``{class name: IoU}`` for those
+  classes); with two fields, ``<after key>_delta`` = after - before per-sample mIoU;
+- per run (``view.load_evaluation_results(key)``): the pixel confusion matrix (rows GT,
+  columns prediction) accumulated over the whole view, ``results.iou()`` per class,
+  ``results.miou()`` (mean over all classes, background included: the literature's
+  pseudo-label figure), plus FiftyOne's usual report and confusion-matrix plot.
+
+Unlike ``fo.evaluate_segmentations`` it never resizes a mask silently, reads masks in bulk
+and scores IoU. ``dataset.delete_evaluation(key)`` removes the run and its fields.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+import fiftyone as fo
+import fiftyone.core.fields as fof
+from fiftyone.utils.eval.segmentation import (
+    SegmentationEvaluation,
+    SegmentationEvaluationConfig,
+    SegmentationResults,
+)
+
+from ..classes import IGNORE_INDEX
+from ..errors import SeplError
+from ._fill import Progress, raise_failures
+from .convert import get_mask_targets
+
+_CHUNK = 128
+
+
+class SeplSegmentationEvaluationConfig(SegmentationEvaluationConfig):
+    """Config of sepl's segmentation evaluation.
+
+    Args:
+        pred_field, gt_field: ``fo.Segmentation`` fields.
+        num_classes: C; default: the size of the GT field's mask targets.
+        ignore_index: GT value left out of every score (255).
+        per_class_fields: store ``<key>_class_iou`` per sample.
+        baseline_key: eval key of a "before" run; ``<key>_delta`` is stored when given.
+    """
+
+    def __init__(self, pred_field, gt_field, num_classes=None, ignore_index=IGNORE_INDEX,
+                 per_class_fields=True, baseline_key=None, **kwargs):
+        super().__init__(pred_field, gt_field, **kwargs)
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.per_class_fields = per_class_fields
+        self.baseline_key = baseline_key
+
+    @property
+    def method(self):
+        return "sepl"
+
+
+def _fields(eval_key: str, config) -> List[str]:
+    fields = [f"{eval_key}_miou"]
+    if config.per_class_fields:
+        fields.append(f"{eval_key}_class_iou")
+    if config.baseline_key:
+        fields.append(f"{eval_key}_delta")
+    return fields
+
+
+class SeplSegmentationEvaluation(SegmentationEvaluation):
+    """Confusion-matrix evaluation with per-sample and dataset IoU."""
+
+    def register_samples(self, samples, eval_key):
+        if eval_key is None:
+            return
+        ds = samples._dataset
+        ds.add_sample_field(f"{eval_key}_miou", fof.FloatField)
+        if self.config.per_class_fields:
+            ds.add_sample_field(f"{eval_key}_class_iou", fof.DictField)
+        if self.config.baseline_key:
+            ds.add_sample_field(f"{eval_key}_delta", fof.FloatField)
+
+    def get_fields(self, samples, eval_key, include_custom_metrics=True):
+        return _fields(eval_key, self.config)
+
+    def rename(self, samples, eval_key, new_eval_key):
+        ds = samples._dataset
+        for old, new in zip(_fields(eval_key, self.config), _fields(new_eval_key, self.config)):
+            if ds.has_sample_field(old):
+                ds.rename_sample_field(old, new)
+
+    def cleanup(self, samples, eval_key):
+        ds = samples._dataset
+        for f in _fields(eval_key, self.config):
+            if ds.has_sample_field(f):
+                ds.delete_sample_field(f)
+        samples._delete_empty_sidebar_group(eval_key)
+
+    def evaluate_samples(self, samples, eval_key=None, mask_targets=None, progress=None):
+        cfg = self.config
+        targets = mask_targets or get_mask_targets(samples._dataset, cfg.gt_field)
+        num_classes = cfg.num_classes or (max(targets) + 1 if targets else None)
+        if not num_classes:
+            raise SeplError(f"ground-truth field '{cfg.gt_field}' has no mask targets",
+                            hint="set its mask targets or pass num_classes")
+        classes = [targets.get(i, str(i)) for i in range(num_classes)]
+        # ``progress`` is ours (a callback(fraction, label)) when called from ``evaluate``
+        cm, per_sample, failures = evaluate_arrays(samples, cfg.pred_field, cfg.gt_field, num_classes,
+                                                      cfg.ignore_index, progress if callable(progress) else None)
+        if eval_key is not None:
+            _store_per_sample(samples, eval_key, cfg, per_sample, classes)
+        results = SeplSegmentationResults(samples, cfg, eval_key, cm.matrix, classes, backend=self)
+        # pixels predicted outside 0..C-1 (e.g. a kept 255) are misses for their GT class
+        results.missed = (cm.gt_counts - cm.matrix.sum(1)).tolist()
+        results.failures = failures
+        results.num_samples = len(per_sample)
+        return results
+
+
+class SeplSegmentationResults(SegmentationResults):
+    """FiftyOne segmentation results plus the IoU figures of the WSSS literature.
+
+    ``pixel_confusion_matrix`` is (C, C) int64, rows GT, columns prediction, GT-ignore
+    pixels excluded; ``missed`` (C,) counts GT pixels predicted outside 0..C-1.
+    """
+
+    failures: List[Tuple[str, str]] = []
+    num_samples: int = 0
+    missed: List[int] = []
+
+    def iou(self) -> np.ndarray:
+        """(C,) float64 per-class IoU over the whole evaluated view (NaN for a class in
+        neither GT nor prediction), as ``sepl.metrics.ConfusionMatrix.iou``."""
+        m = np.asarray(self.pixel_confusion_matrix, dtype=np.float64)
+        tp = np.diag(m)
+        missed = np.asarray(self.missed, dtype=np.float64) if len(self.missed) else 0.0
+        union = m.sum(0) + m.sum(1) + missed - tp
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+
+    def miou(self) -> float:
+        """Mean IoU over the classes that occur (all C on VOC/COCO-sized views)."""
+        return float(np.nanmean(self.iou()))
+
+    def class_iou(self) -> Dict[str, float]:
+        return {c: float(v) for c, v in zip(self.classes, self.iou())}
+
+    def print_iou(self, digits: int = 2) -> None:
+        for c, v in self.class_iou().items():
+            print(f"{c:>16} {100 * v:6.{digits}f}")
+        print(f"{'mIoU':>16} {100 * self.miou():6.{digits}f}")
+
+    @classmethod
+    def _from_dict(cls, d, samples, config, eval_key, **kwargs):
+        res = super()._from_dict(d, samples, config, eval_key, **kwargs)
+        res.failures = [tuple(f) for f in d.get("failures", [])]
+        res.num_samples = d.get("num_samples", 0)
+        res.missed = d.get("missed", [])
+        return res
+
+
+def _read_masks(view, field: str) -> List[Optional[np.ndarray]]:
+    """Label maps of ``field`` for every sample of ``view`` in order (None when absent),
+    read in one query: in-database masks come back decoded, ``mask_path`` ones are read."""
+    from ..labelio import read_label
+
+    masks, paths = view.values([f"{field}.mask", f"{field}.mask_path"])
+    out = []
+    for m, p in zip(masks, paths):
+        if m is None and p is not None:
+            m = read_label(p)
+        if m is not None and m.ndim == 3:
+            m = m[..., 0]
+        out.append(m)
+    return out
+
+
+def evaluate_arrays(view, pred_field: str, gt_field: str, num_classes: int,
+                    ignore_index: int = IGNORE_INDEX, progress: Progress = None):
+    """Score ``pred_field`` against ``gt_field`` on every sample of ``view``.
+
+    Returns (the dataset ``sepl.metrics.ConfusionMatrix``, {sample id: (mIoU, {class:
+    IoU})}, [(sample name, error), ...]). A sample with a missing label, masks of different
+    sizes or values outside 0..C-1 (255 allowed) is skipped and listed.
+    """
+    import os
+
+    from ..metrics import ConfusionMatrix
+
+    ids, filepaths = view.values(["id", "filepath"])
+    total = ConfusionMatrix(num_classes=num_classes, ignore_index=ignore_index)
+    per_sample: Dict[str, Tuple[float, Dict[int, float]]] = {}
+    failures = []
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start:start + _CHUNK]
+        cv = view.select(chunk, ordered=True)
+        gts, preds = _read_masks(cv, gt_field), _read_masks(cv, pred_field)
+        for j, (sid, gt, pred) in enumerate(zip(chunk, gts, preds)):
+            name = f"{os.path.basename(filepaths[start + j])} ({sid})"
+            problem = _check_pair(gt, pred, gt_field, pred_field, num_classes, ignore_index)
+            if problem is None:
+                cm = ConfusionMatrix(num_classes=num_classes, ignore_index=ignore_index)
+                try:
+                    cm.update(pred, gt)
+                except SeplError as e:  # GT values outside the classes
+                    problem = f"'{gt_field}': {e.message}"
+            if problem:
+                failures.append((name, problem))
+                continue
+            total.merge(cm)
+            iou = cm.iou()
+            per_sample[sid] = (cm.present_miou(), {int(c): float(iou[c]) for c in np.flatnonzero(~np.isnan(iou))})
+        if callable(progress):
+            done = min(start + _CHUNK, len(ids))
+            progress(done / max(len(ids), 1), f"evaluate {pred_field}: {done}/{len(ids)}")
+    return total, per_sample, failures
+
+
+def _check_pair(gt, pred, gt_field, pred_field, num_classes, ignore_index) -> Optional[str]:
+    if gt is None:
+        return f"no ground truth in '{gt_field}'"
+    if pred is None:
+        return f"no prediction in '{pred_field}'"
+    if gt.shape != pred.shape:
+        return (f"'{pred_field}' is {pred.shape[1]}x{pred.shape[0]} but '{gt_field}' is "
+                f"{gt.shape[1]}x{gt.shape[0]} (masks are never resized: recompute the prediction)")
+    if pred.size and int(pred.max()) >= num_classes:  # rare: then find which values (no sort)
+        counts = np.bincount(pred.ravel().astype(np.int64))
+        bad = [int(v) for v in np.flatnonzero(counts) if v >= num_classes and v != ignore_index]
+        if bad:
+            return f"'{pred_field}' holds classes {bad[:10]} not in the {num_classes} mask targets"
+    return None
+
+
+def _store_per_sample(samples, eval_key, cfg, per_sample, classes) -> None:
+    ds = samples._dataset
+    if not per_sample:
+        return
+    ids = list(per_sample)
+    miou = {i: (None if np.isnan(per_sample[i][0]) else per_sample[i][0]) for i in ids}
+    ds.set_values(f"{eval_key}_miou", miou, key_field="id")
+    if cfg.per_class_fields:
+        ds.set_values(f"{eval_key}_class_iou",
+                      {i: {classes[c]: v for c, v in per_sample[i][1].items()} for i in ids}, key_field="id")
+    if cfg.baseline_key:
+        before = dict(zip(*ds.select(ids).values(["id", f"{cfg.baseline_key}_miou"])))
+        delta = {i: (miou[i] - before[i] if miou[i] is not None and before.get(i) is not None else None)
+                 for i in ids}
+        ds.set_values(f"{eval_key}_delta", delta, key_field="id")
+
+
+def evaluate(
+    view,
+    pred_fields,
+    gt_field: str = "ground_truth",
+    eval_keys: Optional[Sequence[str]] = None,
+    num_classes: Optional[int] = None,
+    per_class_fields: bool = True,
+    overwrite: bool = False,
+    strict: bool = True,
+    progress: Progress = None,
+) -> List[SeplSegmentationResults]:
+    """Evaluate one or more prediction fields against ``gt_field`` on ``view``.
+
+    Args:
+        pred_fields: a field name or a list; with two, the second is compared to the first
+            (``<key2>_delta`` per sample, e.g. seeds then SEPL).
+        eval_keys: eval keys (default: the field names), hence fields ``<key>_miou``.
+        num_classes: default: the GT field's mask targets.
+        overwrite: replace an existing evaluation made with other fields or parameters
+            (an identical one is simply recomputed).
+        strict: raise a SeplError naming the samples that could not be scored (the others
+            are stored first); with False they are only recorded in ``results.failures``.
+
+    Returns one results object per prediction field.
+    """
+    if isinstance(pred_fields, str):
+        pred_fields = [pred_fields]
+    pred_fields = list(pred_fields)
+    if not pred_fields:
+        raise SeplError("no prediction field given", hint="pass at least one Segmentation field")
+    eval_keys = list(eval_keys) if eval_keys else [_as_key(f) for f in pred_fields]
+    if len(eval_keys) != len(pred_fields):
+        raise SeplError("give one eval key per prediction field")
+    ds = view._dataset
+    for f in [gt_field] + pred_fields:
+        if not ds.has_field(f):
+            raise SeplError(f"dataset '{ds.name}' has no field '{f}'",
+                            hint=f"segmentation fields: {sorted(ds.get_field_schema(embedded_doc_type=fo.Segmentation))}")
+        doc = getattr(ds.get_field(f), "document_type", None)
+        if doc is None or not issubclass(doc, fo.Segmentation):
+            raise SeplError(f"field '{f}' holds {getattr(doc, '__name__', 'no labels')}, not Segmentation",
+                            hint="evaluate semantic label maps (fo.Segmentation fields)")
+    results = []
+    for i, (field, key) in enumerate(zip(pred_fields, eval_keys)):
+        baseline = eval_keys[0] if (len(pred_fields) == 2 and i == 1) else None
+        config = SeplSegmentationEvaluationConfig(field, gt_field, num_classes=num_classes,
+                                                  per_class_fields=per_class_fields, baseline_key=baseline)
+        _guard(view, key, config, overwrite)
+        # FiftyOne's own driver: registers the run, calls our evaluate_samples, saves results
+        res = fo.utils.eval.segmentation.evaluate_segmentations(view, field, gt_field=gt_field, eval_key=key,
+                                                                 method=SeplSegmentationEvaluationConfig,
+                                                                 progress=_scaled(progress, i, len(pred_fields)),
+                                                                 **_kwargs(config))
+        results.append(res)
+    if strict:
+        for r in results:
+            raise_failures(r.failures, r.config.pred_field, r.num_samples)
+    return results
+
+
+def _scaled(progress: Progress, i: int, n: int):
+    if progress is None:
+        return False
+    return lambda f, label: progress((i + f) / n, label)
+
+
+def _kwargs(config) -> dict:
+    return dict(num_classes=config.num_classes, ignore_index=config.ignore_index,
+                per_class_fields=config.per_class_fields, baseline_key=config.baseline_key)
+
+
+def _as_key(field: str) -> str:
+    key = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in field)
+    return key if key.isidentifier() else f"eval_{key}"
+
+
+def _guard(view, key: str, config, overwrite: bool) -> None:
+    """Refuse to replace an evaluation (or fields) made otherwise, unless ``overwrite``."""
+    ds = view._dataset
+    if ds.has_evaluation(key):
+        old = ds.get_evaluation_info(key).config
+        # the same prediction scored against the same GT is recomputed in place (its delta
+        # and per-class fields follow the new call); anything else needs overwrite
+        same = (getattr(old, "method", None) == "sepl" and old.pred_field == config.pred_field
+                and old.gt_field == config.gt_field and getattr(old, "num_classes", None) == config.num_classes)
+        if same or overwrite:
+            ds.delete_evaluation(key)
+            return
+        raise SeplError(f"evaluation '{key}' already exists on dataset '{ds.name}' with other parameters",
+                        hint="pass overwrite (--overwrite), another eval key, or delete it")
+    clash = [f for f in _fields(key, config) if ds.has_field(f)]
+    if clash and not overwrite:
+        raise SeplError(f"fields {clash} already exist and were not made by a sepl evaluation",
+                        hint="pass overwrite (--overwrite) or another eval key")
+    for f in clash:
+        ds.delete_sample_field(f)
+
+
+def register_method() -> None:
+    """Make ``fo.evaluate_segmentations(..., method="sepl")`` use this evaluation."""
+    backends = fo.evaluation_config.segmentation_backends
+    backends.setdefault("sepl", {"config_cls": f"{__name__}.SeplSegmentationEvaluationConfig"})

@@ -1,0 +1,88 @@
+"""``SEPLModel``: the SEPL merge as a FiftyOne model, for ``apply_model``.
+
+    dataset.apply_model(sepl.SEPLModel(mode="paper"), label_field="sepl",
+                        seed_field="seeds", masks_field="sam_masks")
+
+FiftyOne passes the extra keyword arguments as the model's ``needs_fields``, hands each
+sample to ``predict`` and stores the returned ``fo.Segmentation`` in ``label_field``.
+``sepl.fo.refine`` does the same with run records, resume and per-mask decisions; the
+model is for users who already drive inference through ``apply_model``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import fiftyone.core.models as fom
+
+from ..errors import SeplError
+from .convert import get_mask_targets
+from .refine import RefineConfig, refine_sample
+
+
+class SEPLModel(fom.Model, fom.SamplesMixin):
+    """Refines a seed ``fo.Segmentation`` with class-agnostic mask ``fo.Detections``.
+
+    Args:
+        mode, os_thresh, op_thresh, keep_ignore, allow_empty: see ``sepl.merge.merge``.
+        seed_field, masks_field: defaults for the fields, overridden by the
+            ``seed_field=``/``masks_field=`` arguments of ``apply_model``.
+    """
+
+    def __init__(self, mode: str = "paper", os_thresh: float = 0.5, op_thresh: float = 0.85,
+                 keep_ignore: bool = False, allow_empty: bool = False, seed_field: Optional[str] = None,
+                 masks_field: Optional[str] = None):
+        fom.SamplesMixin.__init__(self)
+        self.config = RefineConfig(mode=mode, os_thresh=os_thresh, op_thresh=op_thresh, keep_ignore=keep_ignore,
+                                   allow_empty=allow_empty)
+        fields = {}
+        if seed_field:
+            fields["seed_field"] = seed_field
+        if masks_field:
+            fields["masks_field"] = masks_field
+        self.needs_fields = fields
+
+    @property
+    def media_type(self):
+        return "image"
+
+    @property
+    def ragged_batches(self):
+        return False
+
+    @property
+    def transforms(self):
+        return None
+
+    @property
+    def preprocess(self):
+        return False
+
+    @preprocess.setter
+    def preprocess(self, value):
+        pass
+
+    def _field(self, name: str) -> str:
+        field = self.needs_fields.get(name)
+        if not field:
+            raise SeplError(f"SEPLModel needs {name}",
+                            hint=f"pass {name}=... to apply_model or to SEPLModel(...)")
+        return field
+
+    def predict(self, arg, sample=None):
+        """``arg``: the (H, W, 3) uint8 image (unused: the merge works on labels); returns
+        an ``fo.Segmentation`` with the merged (H, W) uint8 label map."""
+        import fiftyone as fo
+
+        if sample is None:
+            raise SeplError("SEPLModel needs the sample", hint="run it through dataset.apply_model")
+        seed_field, masks_field = self._field("seed_field"), self._field("masks_field")
+        targets = get_mask_targets(sample._dataset, seed_field)
+        if not targets:
+            raise SeplError(f"seed field '{seed_field}' has no mask targets",
+                            hint="set dataset.mask_targets for it (the importers do)")
+        labels, _ = refine_sample(sample, seed_field, masks_field, self.config, targets)
+        return fo.Segmentation(mask=labels)
+
+    def predict_all(self, args, samples=None):
+        return [self.predict(a, sample=s) for a, s in zip(args, samples or [None] * len(args))]

@@ -8,7 +8,7 @@ Steps (each one reused on a rerun when its inputs have not changed):
 2. seeds: simulated CAM seeds (``sepl.seedsim``, documented degradations of the ground
    truth; not a network), written as PNGs like an external WSSS method's and imported;
 3. masks: class-agnostic SAM automatic masks when a SAM checkpoint is configured, else the
-   classical hierarchical superpixel source (NOT SAM, and the demo says so);
+   classical superpixel source (NOT SAM, and the demo says so);
 4. SEPL: the merge of seeds and masks (``sepl.fo.refine``);
 5. evaluation of seeds and SEPL labels against the ground truth (``sepl.fo.evaluate``),
    a before/after table, an overlay picture and a per-class IoU plot in the output folder;
@@ -209,10 +209,12 @@ def make_seeds(ds, cfg: DemoConfig, root: Path, data_dir: Path, say: Say = print
 
 # -- step 3: class-agnostic masks ------------------------------------------------------------
 
-# On the generated scenes (40 scenes, "cam" seeds at 67.8 mIoU, paper merge) the partition
-# mode at scales 100/200/400 gave 84.7 mIoU, one scale (200) 80.1, the hierarchy cuts
-# (40, 12, 5) 81.2: several plain partitions vote best, as on real VOC (SPEC 1d).
-SUPERPIXEL_PARAMS: Dict[str, Any] = dict(mode="partition", scales=[100, 200, 400])
+# The superpixel source's own defaults (one Felzenszwalb partition at scale 100). Measured on
+# the demo's 100 scenes ("cam" seeds at 69.1 mIoU, paper merge): scale 100 -> 83.7,
+# scales 50/100/200 -> 82.7, 100/200/400 -> 81.1. The scenes are read back from JPEG, whose
+# artefacts cost superpixels a lot on small images (8 scenes of 96x120 at scales
+# 100/200/400: 84.8 from the raw pixels, 68.9 from the JPEGs; 85.3 with scale 100).
+SUPERPIXEL_PARAMS: Dict[str, Any] = {}
 
 
 def mask_plan(cfg: DemoConfig) -> Dict[str, Any]:
@@ -240,7 +242,8 @@ def describe_masks(plan: Dict[str, Any]) -> str:
     if plan["source"] == "superpixels":
         from .masks.checkpoints import ENV_CHECKPOINT
 
-        return (f"classical superpixels {plan['params']} -- NOT SAM: no SAM checkpoint is configured "
+        return (f"classical superpixels (Felzenszwalb partition, sepl.masks.superpixels) -- NOT SAM: "
+                f"no SAM checkpoint is configured "
                 f"(set {ENV_CHECKPOINT} or pass --sam-checkpoint for SAM masks)")
     return (f"SAM {plan['model_type']} automatic masks ({plan['params']['points_per_side']}^2 points) "
             f"from {plan['checkpoint']}")

@@ -59,7 +59,7 @@ class SeedSimConfig:
 PRESETS: Dict[str, SeedSimConfig] = {
     # seeds as good as a strong refined CAM (about 80 mIoU on the generated scenes)
     "mild": SeedSimConfig(blur=0.3, focus=0.55, bg_threshold=(0.2, 0.5), shift=0.25, part_drop=0.45, context=0.45),
-    # the default: about 68 mIoU on the generated scenes, like the TransCAM seeds of VOC train
+    # the default: about 68-69 mIoU on the generated scenes, like the TransCAM seeds of VOC train
     "cam": SeedSimConfig(),
     # a weak CAM: parts lost, large spill-over, now and then a class with no activation
     "harsh": SeedSimConfig(blur=0.5, focus=0.8, bg_threshold=(0.1, 0.7), shift=0.45, part_drop=0.85,

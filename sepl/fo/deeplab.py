@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence
 
 import fiftyone as fo
-import fiftyone.core.models as fom
 
+from ._models import ImageModel
 from ..errors import SeplError
 from .convert import set_mask_targets
 from .export import export_segmentation, read_manifest
@@ -26,7 +26,7 @@ from .runs import pending_view, start_run
 Progress = Callable[[float, str], None]
 
 
-class DeepLabModel(fom.Model):
+class DeepLabModel(ImageModel):
     """A trained sepl DeepLab as a FiftyOne model: ``dataset.apply_model(model, "field")``
     stores an ``fo.Segmentation`` (uint8 class indices) per image.
 
@@ -51,26 +51,6 @@ class DeepLabModel(fom.Model):
     @property
     def mask_targets(self) -> Dict[int, str]:
         return dict(enumerate(self.predictor.classes))
-
-    @property
-    def media_type(self):
-        return "image"
-
-    @property
-    def ragged_batches(self):
-        return True  # images keep their own sizes
-
-    @property
-    def transforms(self):
-        return None
-
-    @property
-    def preprocess(self):
-        return False
-
-    @preprocess.setter
-    def preprocess(self, value):
-        pass
 
     def predict(self, arg) -> fo.Segmentation:
         """``arg``: (H, W, 3) uint8 RGB image (FiftyOne's loader gives RGB)."""

@@ -17,6 +17,7 @@ import numpy as np
 import fiftyone as fo
 import fiftyone.core.models as fom
 
+from ._models import ImageModel
 from ..classes import VOC_CLASSES
 from ..grounded.pipeline import GroundedConfig, GroundedResult, GroundedSAM, sum_counts
 from . import runs
@@ -150,7 +151,7 @@ def _process(batch, pipeline, tags_field, label_field, detections_field, classes
         summary["samples"] += 1
 
 
-class GroundedSAMModel(fom.Model, fom.SamplesMixin):
+class GroundedSAMModel(ImageModel, fom.SamplesMixin):
     """Grounded-SAM as a FiftyOne model, for ``dataset.apply_model(model, label_field="grounded")``.
 
     Each prediction is ``{"labels": fo.Segmentation, "detections": fo.Detections}``, stored by
@@ -168,27 +169,6 @@ class GroundedSAMModel(fom.Model, fom.SamplesMixin):
         self.pipeline = pipeline
         self.tags_field = tags_field
         self.needs_fields = {"tags_field": tags_field}
-        self._preprocess = False
-
-    @property
-    def media_type(self):
-        return "image"
-
-    @property
-    def ragged_batches(self):
-        return True
-
-    @property
-    def transforms(self):
-        return None
-
-    @property
-    def preprocess(self):
-        return self._preprocess
-
-    @preprocess.setter
-    def preprocess(self, value):
-        self._preprocess = value
 
     @property
     def needs_fields(self):

@@ -17,8 +17,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 import fiftyone as fo
-import fiftyone.core.models as fom
 
+from ._models import ImageModel
 from ..errors import SeplError
 from ..masks.base import MaskSet, MaskSource
 from .convert import detection_box_pixels, masks_to_detections, sample_name
@@ -251,7 +251,7 @@ def _one(src, sample, image, summary) -> Optional[fo.Detections]:
         return None
 
 
-class MaskSourceModel(fom.Model):
+class MaskSourceModel(ImageModel):
     """A mask source as a FiftyOne model: ``dataset.apply_model(MaskSourceModel(src), "masks")``.
 
     Images arrive as HxWx3 uint8 RGB arrays; each prediction is a ``fo.Detections``.
@@ -259,26 +259,6 @@ class MaskSourceModel(fom.Model):
 
     def __init__(self, source: MaskSource):
         self.source = source
-
-    @property
-    def media_type(self):
-        return "image"
-
-    @property
-    def transforms(self):
-        return None
-
-    @property
-    def preprocess(self):
-        return False
-
-    @preprocess.setter
-    def preprocess(self, value):
-        pass
-
-    @property
-    def ragged_batches(self):
-        return True  # images of different sizes
 
     def predict(self, arg):
         return to_detections(self.source.generate(np.asarray(arg)))

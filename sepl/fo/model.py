@@ -15,12 +15,13 @@ from typing import Optional
 
 import fiftyone.core.models as fom
 
+from ._models import ImageModel
 from ..errors import SeplError
 from .convert import get_mask_targets
 from .refine import RefineConfig, refine_sample
 
 
-class SEPLModel(fom.Model, fom.SamplesMixin):
+class SEPLModel(ImageModel, fom.SamplesMixin):
     """Refines a seed ``fo.Segmentation`` with class-agnostic mask ``fo.Detections``.
 
     Args:
@@ -28,6 +29,8 @@ class SEPLModel(fom.Model, fom.SamplesMixin):
         seed_field, masks_field: defaults for the fields, overridden by the
             ``seed_field=``/``masks_field=`` arguments of ``apply_model``.
     """
+
+    ragged = False
 
     def __init__(self, mode: str = "paper", os_thresh: float = 0.5, op_thresh: float = 0.85,
                  keep_ignore: bool = False, allow_empty: bool = False, seed_field: Optional[str] = None,
@@ -41,26 +44,6 @@ class SEPLModel(fom.Model, fom.SamplesMixin):
         if masks_field:
             fields["masks_field"] = masks_field
         self.needs_fields = fields
-
-    @property
-    def media_type(self):
-        return "image"
-
-    @property
-    def ragged_batches(self):
-        return False
-
-    @property
-    def transforms(self):
-        return None
-
-    @property
-    def preprocess(self):
-        return False
-
-    @preprocess.setter
-    def preprocess(self, value):
-        pass
 
     def _field(self, name: str) -> str:
         field = self.needs_fields.get(name)

@@ -73,6 +73,27 @@ class TrainConfig:
         return cls(**d)
 
 
+PRESETS: Dict[str, TrainConfig] = {
+    # HFPL's VOC recipe on a torchvision ResNet-50 (pass ImageNet backbone weights)
+    "hfpl-voc": TrainConfig(),
+    # seconds-to-a-minute CPU runs on small images (generated scenes, tests, demos); no hue
+    # jitter, since on such data colour is what tells the classes apart
+    "cpu-tiny": TrainConfig(arch="tiny", output_stride=8, epochs=40, batch_size=8, optimizer="sgd", lr=0.05,
+                            head_lr_mult=1.0, weight_decay=1e-4, crop_size=96, color_jitter=(0.3, 0.3, 0.3, 0.0)),
+}
+
+
+def get_config(config: Union[None, str, TrainConfig]) -> TrainConfig:
+    """A TrainConfig from a preset name (``PRESETS``), a TrainConfig, or None (HFPL VOC)."""
+    if config is None:
+        return TrainConfig()
+    if isinstance(config, TrainConfig):
+        return config
+    if config not in PRESETS:
+        raise SeplError(f"unknown training preset '{config}'", hint=f"choose one of {sorted(PRESETS)}")
+    return dataclasses.replace(PRESETS[config])
+
+
 # the architecture-defining options: a checkpoint whose values differ cannot be resumed
 _ARCH_KEYS = ("arch", "output_stride", "width")
 

@@ -120,14 +120,15 @@ def train_cam(
         output_dir: where ``checkpoint.pth`` and ``loss_curve.png`` are written; default
             ``default_output_dir(dataset)``. An existing checkpoint there is resumed.
         classes / mask_targets_field: see ``resolve_classes``.
-        config: a ``sepl.cam.train.TrainConfig``; keyword ``overrides`` replace its fields
-            (e.g. ``arch="tiny", epochs=40``).
+        config: a ``sepl.cam.train.TrainConfig`` or a preset name ("hfpl-voc", the default;
+            "cpu-tiny" for CPU runs on small images); keyword ``overrides`` replace its fields
+            (e.g. ``epochs=20, feature_similarity=False``).
     Returns:
         the trained ``CAMNet`` (eval mode, CPU); ``model.history`` holds the loss terms.
     """
-    from ..cam.train import TrainConfig, train
+    from ..cam.train import TrainConfig, get_config, train
 
-    cfg = config or TrainConfig()
+    cfg = get_config(config)
     if overrides:
         unknown = set(overrides) - {f.name for f in dataclasses.fields(TrainConfig)}
         if unknown:

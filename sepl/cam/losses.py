@@ -89,37 +89,48 @@ def feature_similarity_loss(
         image: (N, 3, h, w) RGB in [0, 1], already at the logit grid's size.
         y: (N, K, h, w) prediction features (``normalized_cam_targets``).
     Returns:
-        scalar loss. Memory is O(N K h w (2 radius + 1)) per window row instead of O(N (h w)^2).
+        scalar loss. Memory is O(N h w (2 radius + 1)^2) for the pair weights instead of O(N (h w)^2).
     """
     if image.shape[0] != y.shape[0] or image.shape[2:] != y.shape[2:]:
         raise ValueError(f"image {tuple(image.shape)} and y {tuple(y.shape)} must share batch and grid size")
     n, cx, h, w = image.shape
     r = int(math.ceil(3 * sigma)) if radius is None else int(radius)
     r = max(0, min(r, max(h, w) - 1))
-    x = image.clamp(0.0, 1.0)
-    # pad with a validity channel so pairs reaching outside the grid contribute nothing
-    ones = torch.ones_like(x[:, :1])
-    xp = F.pad(torch.cat([x, ones], 1), (r, r, 0, r))
-    yp = F.pad(y, (r, r, 0, r))
-    total = y.new_zeros(())
-    offs = torch.arange(-r, r + 1, device=y.device, dtype=y.dtype)
-    norm = 1.0 / (2 * math.pi * sigma ** 2)
-    # each unordered pair is visited once (offset dy > 0, or dy == 0 and dx > 0) and counted twice
+    # The pair weights w_ij = k_ij s_ij depend on the image only (no gradient) and are
+    # symmetric, and d_y = (|y_i|^2 + |y_j|^2) / 2 - y_i.y_j, so over ordered pairs
+    #   sum_ij w_ij d_y(i, j) = sum_i |y_i|^2 W_i - 2 sum_i y_i . H_i,
+    # W_i = sum_j w_ij over the whole window, H_i = sum of w_ij y_j over the half window
+    # (offsets dy > 0, or dy == 0 and dx > 0): one weighted filter of y, no pair tensor.
+    with torch.no_grad():
+        x = image.clamp(0.0, 1.0)
+        xp = F.pad(torch.cat([x, torch.ones_like(x[:, :1])], 1), (r, r, r, r))  # + validity channel
+        offs = torch.arange(-r, r + 1, device=y.device, dtype=y.dtype)
+        rows = []
+        for dy in range(0, r + 1):
+            xs = xp[:, :, r + dy:r + dy + h].unfold(3, 2 * r + 1, 1)  # (N, cx+1, h, w, 2r+1), a view
+            k = torch.exp(-(dy ** 2 + offs ** 2) / (2 * sigma ** 2)) / (2 * math.pi * sigma ** 2)
+            if dy == 0:
+                k = torch.where(offs > 0, k, torch.zeros_like(k))
+            dx = (x[..., None] - xs[:, :cx]).abs().sum(1) / cx
+            rows.append((k * _colour_sign(dx, mu) * xs[:, cx]).to(y.dtype))  # (N, h, w, 2r+1)
+        half = torch.stack(rows, 0).permute(0, 4, 1, 2, 3)  # (r+1 rows, 2r+1 cols, N, h, w)
+        # W_i: the half-window weights at i, plus those of the pairs (i - o, i) seen from i - o
+        wsum = half.sum((0, 1))
+        hp = F.pad(half, (r, r, r, r))
+        for dy in range(0, r + 1):
+            for c, dx in enumerate(range(-r, r + 1)):
+                if dy == 0 and dx <= 0:
+                    continue
+                wsum += hp[dy, c, :, r - dy:r - dy + h, r - dx:r - dx + w]
+    yp = F.pad(y, (r, r, r, r))
+    acc = y.new_zeros(y.shape)
     for dy in range(0, r + 1):
-        xs = xp[:, :, dy:dy + h].unfold(3, 2 * r + 1, 1)  # (N, cx+1, h, w, 2r+1), a view
-        ys = yp[:, :, dy:dy + h].unfold(3, 2 * r + 1, 1)
-        if dy == 0:
-            xs, ys, o = xs[..., r + 1:], ys[..., r + 1:], offs[r + 1:]
-        else:
-            o = offs
-        if o.numel() == 0:
-            continue
-        k = torch.exp(-(dy ** 2 + o ** 2) / (2 * sigma ** 2)) * norm  # (K,)
-        dx = (x[..., None] - xs[:, :cx]).abs().sum(1) / cx
-        s = _colour_sign(dx, mu)
-        dyv = 0.5 * (y[..., None] - ys).pow(2).sum(1)
-        total = total + (k * dyv * s * xs[:, cx]).sum()
-    return -2.0 * total / (n * h * w)
+        for c, dx in enumerate(range(-r, r + 1)):
+            if dy == 0 and dx <= 0:
+                continue
+            acc = acc.addcmul(half[dy, c].unsqueeze(1), yp[:, :, r + dy:r + dy + h, r + dx:r + dx + w])
+    total = (y.pow(2).sum(1) * wsum).sum() - 2 * (y * acc).sum()
+    return -total / (n * h * w)
 
 
 def feature_similarity_loss_allpairs(image: torch.Tensor, y: torch.Tensor, mu: float = 2.5,

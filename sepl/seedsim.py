@@ -180,16 +180,12 @@ def cams_to_seed(cams: np.ndarray, bg_threshold: float, present: Optional[Sequen
     ``cams`` is (C - 1, H, W); ``present`` (class indices 1..C-1) restricts the arg-max to
     the image's labelled classes (default: the classes with any activation).
     """
-    k, h, w = cams.shape
-    keep = np.zeros(k, bool)
+    from .cam.seeds import cams_to_seed as seed_rule
+
     if present is None:
-        keep = cams.reshape(k, -1).max(1) > 0
-    else:
-        for c in present:
-            if 1 <= c <= k:
-                keep[c - 1] = True
-    scores = np.concatenate([np.full((1, h, w), bg_threshold, np.float32), np.where(keep[:, None, None], cams, -1)])
-    return scores.argmax(0).astype(np.uint8)
+        present = [c + 1 for c in np.flatnonzero(cams.reshape(len(cams), -1).max(1) > 0)]
+    present = [c for c in present if 1 <= c <= len(cams)]
+    return seed_rule(cams, present, "threshold", threshold=bg_threshold, normalized=True)
 
 
 def simulate_seed(

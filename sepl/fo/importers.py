@@ -445,12 +445,12 @@ def cam_to_label(
         cams = np.stack([cv2.resize(c, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR) for c in cams]) \
             if len(cams) else np.zeros((0,) + tuple(shape), np.float32)
     h, w = cams.shape[1:] if len(cams) else tuple(shape)
-    if bg_threshold is not None:
-        bg = np.full((1, h, w), bg_threshold, np.float32)
-    else:
-        top = cams.max(0, keepdims=True) if len(cams) else np.zeros((1, h, w), np.float32)
-        bg = np.power(np.clip(1 - top, 0, 1), bg_power)
-    scores = np.concatenate([bg, cams], 0)
+    from ..cam.seeds import background_score
+
+    fg = cams if len(cams) else np.zeros((0, h, w), np.float32)
+    bg = background_score(np.clip(fg, 0, 1), "threshold" if bg_threshold is not None else "power",
+                          threshold=bg_threshold or 0.0, alpha=bg_power or 1.0)
+    scores = np.concatenate([bg[None], cams], 0)
     classes = np.concatenate([[0], keys + 1])
     return classes[np.argmax(scores, 0)].astype(np.uint8)
 

@@ -21,7 +21,7 @@ def register(subparsers):
                  "      --backbone-weights ~/weights/resnet101-63fe2227.pth --epochs 30 --predict-field deeplab\n"
                  "  sepl train --dataset voc --field sepl_labels --out runs/r101 --resume --epochs 40\n"
                  "  sepl train --data exports/voc_sepl --out runs/r50 --model deeplabv3_resnet50 --crop-size 513\n"
-                 "  sepl train --dataset voc --out runs/r101 --predict-with runs/r101/model_best.pth "
+                 "  sepl train --dataset voc --predict-with runs/r101/model_best.pth "
                  "--predict-field deeplab",
     )
     src = p.add_argument_group("FiftyOne input (instead of --data)")
@@ -56,6 +56,8 @@ def run(args) -> int:
                                device=args.device, overwrite=args.overwrite)
         print(f"wrote predictions of {args.predict_with} to '{args.predict_field}' ({res['predicted']} samples)")
         return 0
+    if not args.out_dir:
+        raise SeplError("training needs --out, the run folder for checkpoints, the metrics log and plots")
     if args.dataset:
         if args.data_dir:
             raise SeplError("give either --data or --dataset/--field, not both")

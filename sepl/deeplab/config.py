@@ -62,7 +62,9 @@ def add_train_arguments(parser: argparse.ArgumentParser, data_required: bool = T
     g = parser.add_argument_group("training")
     g.add_argument("--data", dest="data_dir", required=data_required,
                    help="VOC-layout folder (JPEGImages, SegmentationClass, ImageSets/Segmentation)")
-    g.add_argument("--out", dest="out_dir", required=True, help="run folder: checkpoints, metrics log, plots")
+    # not required by the parser where a caller has a mode that does not train (sepl train --predict-with)
+    g.add_argument("--out", dest="out_dir", required=data_required, default=None,
+                   help="run folder: checkpoints, metrics log, plots")
     g.add_argument("--model", default=d.model, choices=MODELS, help="DeepLabV3 variant (tiny: for tests)")
     g.add_argument("--num-classes", type=int, default=None,
                    help="number of classes incl. background (default: from the export's sepl_export.json)")

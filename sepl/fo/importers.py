@@ -139,10 +139,7 @@ def import_voc(
             )
 
     _add_in_batches(ds, samples(), progress, len(ids), "VOC")
-    set_mask_targets(ds, gt_field, dict(enumerate(classes)))
-    if not ds.default_mask_targets:
-        ds.default_mask_targets = dict(enumerate(classes))
-        ds.save()
+    _set_gt_targets(ds, gt_field, classes)
     if missing:
         raise SeplError(f"{len(missing)} id(s) of {ids_path.name} have no label PNG in {root / label_dir}: "
                         f"{', '.join(missing[:5])}", hint="the other samples were imported; fix the list or the folder")
@@ -229,11 +226,16 @@ def import_coco(
             )
 
     _add_in_batches(ds, samples(), progress, len(image_ids), "COCO")
+    _set_gt_targets(ds, gt_field, classes)
+    return ds
+
+
+def _set_gt_targets(ds, gt_field: str, classes: Sequence[str]) -> None:
+    """Mask targets of the GT field, and the dataset default when it has none yet."""
     set_mask_targets(ds, gt_field, dict(enumerate(classes)))
     if not ds.default_mask_targets:
         ds.default_mask_targets = dict(enumerate(classes))
         ds.save()
-    return ds
 
 
 _IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")

@@ -29,8 +29,9 @@ def register(subparsers):
     p.add_argument("--seeds", choices=("cam", "simulated"), default="cam",
                    help="where the seeds come from: 'cam' trains the CPU-tiny CAM network (sepl.cam, HFPL "
                         "feature similarity) on the image-level labels only and takes its seeds (the WSSS "
-                        "setting; its checkpoint is kept in the data dir and reused); 'simulated' degrades the "
-                        "ground truth the way CAMs do (sepl.seedsim; NOT a network, seconds)")
+                        "setting; about 25 s on two CPU cores; its checkpoint is kept in the data dir and "
+                        "reused); 'simulated' degrades the ground truth the way CAMs do (sepl.seedsim; NOT a "
+                        "network, seconds)")
     p.add_argument("--cam-epochs", type=int, default=40, help="--seeds cam: training epochs")
     p.add_argument("--cam-crop", type=int, default=128, help="--seeds cam: training crop size in pixels")
     p.add_argument("--cam-threshold", type=float, default=0.5,

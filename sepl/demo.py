@@ -5,8 +5,10 @@ Steps (each one reused on a rerun when its inputs have not changed):
 1. scenes: ``sepl.synth.write_voc_layout`` writes generated images with exact ground truth
    in the PASCAL VOC layout; they are imported into a persistent FiftyOne dataset
    (``ground_truth`` Segmentation, ``image_labels`` Classifications) exactly as real VOC is;
-2. seeds: simulated CAM seeds (``sepl.seedsim``, documented degradations of the ground
-   truth; not a network), written as PNGs like an external WSSS method's and imported;
+2. seeds: by default from a real CAM network (``sepl.fo.cam``: the CPU-tiny HFPL net trained
+   on the scenes' image-level labels only, then seeds for the same images: the WSSS
+   setting); or simulated CAM seeds (``sepl.seedsim``, documented degradations of the
+   ground truth; not a network), written as PNGs like an external WSSS method's and imported;
 3. masks: class-agnostic SAM automatic masks when a SAM checkpoint is configured, else the
    classical superpixel source (NOT SAM, and the demo says so);
 4. SEPL: the merge of seeds and masks (``sepl.fo.refine``);
@@ -35,7 +37,8 @@ from .synth import SYNTH_CLASSES
 DEMO_NAME = "sepl-demo"
 GT, LABELS, SEEDS, MASKS, SEPL = "ground_truth", "image_labels", "seeds", "masks", "sepl"
 WORST_VIEW = "worst-samples"
-SEED_SOURCES = ("simulated",)  # the CAM network joins when sepl.fo.cam lands
+CAM_DIR = "cam_model"  # under the data dir: the CAM network's checkpoint, reused by reruns
+SEED_SOURCES = ("cam", "simulated")
 MASK_SOURCES = ("auto", "sam", "superpixels")
 
 
@@ -47,8 +50,19 @@ class DemoConfig:
     num_images: int = 100
     size: Tuple[int, int] = (160, 200)
     scene_seed: int = 0
-    seeds: str = "simulated"
+    seeds: str = "cam"
     seed_preset: str = "cam"
+    # the CAM network (``--seeds cam``): sepl.cam's "cpu-tiny" preset (HFPL feature similarity
+    # on, importance sampling off) with crops of 128 for these 160x200 scenes
+    cam_epochs: int = 40
+    cam_crop: int = 128
+    cam_width: int = 32
+    cam_threshold: float = 0.5  # background threshold; 0.5 measured best for the tiny net
+    # torch threads for the CAM network. One: on two cores that other processes also use,
+    # OpenMP's two threads wait on each other at every barrier (measured on this project's
+    # machine at load 3.5: 0.02-1.2 s per training step with two threads, 0.03 s with one);
+    # the tiny net gains little from more, and one thread gives the same numbers everywhere.
+    cam_threads: int = 1
     masks: str = "auto"
     sam_checkpoint: Optional[str] = None
     sam_model_type: Optional[str] = None
@@ -130,7 +144,7 @@ def write_scenes(cfg: DemoConfig, data_dir: Path, say: Say = print) -> Tuple[Pat
     if not cfg.fresh and stamp.exists() and json.loads(stamp.read_text()) == params:
         return root, False
     # only what the demo wrote is removed: --data-dir may point into a folder of the user's
-    for old in [root, stamp, *data_dir.glob("seeds_*")]:
+    for old in [root, stamp, *data_dir.glob("seeds_*"), data_dir / CAM_DIR]:
         if old.is_dir():
             shutil.rmtree(old)
         elif old.exists():
@@ -195,16 +209,84 @@ def write_simulated_seeds(root: Path, out: Path, preset: str, seed: int = 0) -> 
     return out
 
 
+def cam_params(cfg: DemoConfig) -> Dict[str, Any]:
+    """The CAM network's training settings (``sepl.cam.train.TrainConfig`` overrides)."""
+    return dict(epochs=cfg.cam_epochs, crop_size=cfg.cam_crop, width=cfg.cam_width, seed=cfg.scene_seed)
+
+
+def train_demo_cam(ds, cfg: DemoConfig, data_dir: Path, say: Say = print):
+    """The CPU-tiny CAM network trained on ``image_labels`` of every demo scene.
+
+    The checkpoint lives in ``data_dir/cam_model``: a rerun with the same settings reuses it
+    (a finished training is only loaded, an interrupted one resumes); other settings or
+    ``--fresh`` retrain from scratch. Returns (model, whether it was (re)trained now).
+    """
+    from .fo.cam import train_cam
+
+    out = data_dir / CAM_DIR
+    stamp = out / "demo.json"
+    params = dict(cam_params(cfg), preset="cpu-tiny", scenes=cfg.scene_params())
+    same = stamp.exists() and json.loads(stamp.read_text()) == params
+    ckpt = out / "checkpoint.pth"
+    if (cfg.fresh or not same) and out.exists():
+        shutil.rmtree(out)
+    done = same and ckpt.exists() and _checkpoint_epochs(ckpt) >= cfg.cam_epochs
+    if done:
+        say(f"reusing the trained CAM network {ckpt}; --fresh retrains it")
+    else:
+        say(f"training the CAM network (cpu-tiny, {cfg.cam_epochs} epochs, crops of {cfg.cam_crop}) "
+            f"on the image-level labels of {len(ds)} scenes")
+    out.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps(params))
+    model = train_cam(ds, LABELS, output_dir=out, classes=SYNTH_CLASSES, config="cpu-tiny", resume=True,
+                      **cam_params(cfg))
+    return model, not done
+
+
+@contextlib.contextmanager
+def torch_threads(n: Optional[int]):
+    """torch's intra-op thread count set to ``n`` (None: unchanged) inside the block."""
+    import torch
+
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _checkpoint_epochs(path: Path) -> int:
+    from .cam.train import load_checkpoint
+
+    return int(load_checkpoint(path).get("epoch", -1)) + 1
+
+
 def make_seeds(ds, cfg: DemoConfig, root: Path, data_dir: Path, say: Say = print) -> Tuple[str, bool]:
     """Fill ``seeds``. Returns (where they came from, whether earlier seeds were replaced)."""
-    if cfg.seeds != "simulated":
+    if cfg.seeds not in SEED_SOURCES:
         raise SeplError(f"unknown seed source '{cfg.seeds}'", hint=f"use one of {', '.join(SEED_SOURCES)}")
+    if cfg.seeds == "cam":
+        from .fo.cam import generate_seeds
+
+        with torch_threads(cfg.cam_threads):
+            model, retrained = train_demo_cam(ds, cfg, data_dir, say)
+            # a retrained network keeps its checkpoint path: seeds of the old one must not be resumed
+            stale = retrained and ds.has_field(SEEDS)
+            _, replaced = _resumable(lambda overwrite: generate_seeds(
+                ds, model, SEEDS, labels_field=LABELS, threshold=cfg.cam_threshold, overwrite=overwrite or stale),
+                SEEDS, say)
+        replaced = replaced or stale
+        return (f"CAM network (sepl.cam 'cpu-tiny': tiny CNN from random weights + HFPL feature "
+                f"similarity, {cfg.cam_epochs} epochs on the image-level labels only; background "
+                f"threshold {cfg.cam_threshold})"), replaced
     from .fo.importers import import_seeds
 
     folder = write_simulated_seeds(root, data_dir / f"seeds_{cfg.seed_preset}", cfg.seed_preset, cfg.scene_seed)
     _, replaced = _resumable(lambda overwrite: import_seeds(ds, str(folder), field=SEEDS, classes=SYNTH_CLASSES,
                                                             overwrite=overwrite), SEEDS, say)
-    return f"simulated CAM seeds (sepl.seedsim preset '{cfg.seed_preset}'; not a network)", replaced
+    return f"simulated CAM seeds (sepl.seedsim preset '{cfg.seed_preset}'; NOT a network)", replaced
 
 
 # -- step 3: class-agnostic masks ------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""``sepl demo`` end to end on a few small scenes, the simulated seeds, and the App."""
+"""``sepl demo`` end to end on a few small scenes, the simulated seeds, the CAM network, and the App."""
 
 import json
 import shutil
@@ -111,12 +111,13 @@ def test_demo_end_to_end_reuses_and_serves_the_app(tmp_path, capsys):
 
     name = f"sepl-demo-test-{uuid.uuid4().hex[:8]}"
     out = tmp_path / "out"
-    argv = ["demo", "--no-app", "--name", name, "--num-images", "8", "--size", "96x120",
+    argv = ["demo", "--no-app", "--name", name, "--num-images", "8", "--size", "96x120", "--seeds", "simulated",
             "--data-dir", str(tmp_path / "data"), "--output", str(out)]
     try:
         assert main(argv) == 0
         text = capsys.readouterr().out
         assert "NOT SAM" in text and "mIoU" in text and "seeds" in text
+        assert "simulated CAM seeds" in text and "NOT a network" in text
         summary = json.loads((out / "summary.json").read_text())
         assert summary["num_samples"] == 8 and len(summary["seed_iou"]) == 6
         # the classical masks still make SEPL better than the seeds on these scenes
@@ -171,6 +172,58 @@ def test_demo_end_to_end_reuses_and_serves_the_app(tmp_path, capsys):
         assert main(argv + ["--fresh"]) == 0
         capsys.readouterr()
         assert set(fo.load_dataset(name).values("id")).isdisjoint(ids)
+    finally:
+        if fo.dataset_exists(name):
+            fo.delete_dataset(name)
+
+
+def test_demo_with_the_cam_network_trains_once_and_reuses_it(tmp_path, capsys):
+    import fiftyone as fo
+
+    from sepl.cli import main
+    from sepl.demo import CAM_DIR, LABELS, SEEDS
+    from sepl.fo.convert import image_labels
+    from sepl.synth import SYNTH_CLASSES
+
+    name = f"sepl-demo-test-{uuid.uuid4().hex[:8]}"
+    out, data = tmp_path / "out", tmp_path / "data"
+    argv = ["demo", "--no-app", "--name", name, "--num-images", "8", "--size", "96x120", "--seeds", "cam",
+            "--cam-epochs", "3", "--cam-crop", "64", "--data-dir", str(data), "--output", str(out)]
+    try:
+        assert main(argv) == 0
+        text = capsys.readouterr().out
+        assert "training the CAM network" in text and "seeds: CAM network" in text and "simulated" not in text
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["seed_source"].startswith("CAM network") and summary["num_samples"] == 8
+        assert np.isfinite(summary["seed_miou"]) and np.isfinite(summary["sepl_miou"])
+        ckpt = data / CAM_DIR / "checkpoint.pth"
+        stamp = ckpt.stat().st_mtime_ns
+        ds = fo.load_dataset(name)
+        # WSSS: the network saw only the image-level labels; its seeds use no other class
+        for s in ds:
+            present = {SYNTH_CLASSES.index(n) for n in image_labels(s, LABELS)}
+            assert set(np.unique(s[SEEDS].get_mask()).tolist()) <= present | {0}
+        assert ds.get_field(SEEDS) is not None and ds.mask_targets[SEEDS][1] == SYNTH_CLASSES[1]
+        seeds_before = [s[SEEDS].get_mask().copy() for s in ds]
+
+        # a rerun loads the trained network and reuses its seeds
+        assert main(argv) == 0
+        text = capsys.readouterr().out
+        assert "reusing the trained CAM network" in text and "training the CAM network" not in text
+        assert "recomputing" not in text and ckpt.stat().st_mtime_ns == stamp
+        assert json.loads((out / "summary.json").read_text())["seed_miou"] == pytest.approx(summary["seed_miou"])
+
+        # other training settings retrain the network and replace the seeds, then SEPL
+        assert main(argv + ["--cam-epochs", "4"]) == 0
+        text = capsys.readouterr().out
+        assert "training the CAM network (cpu-tiny, 4 epochs" in text and "recomputing 'sepl'" in text
+        ds.reload()
+        assert any(not np.array_equal(s[SEEDS].get_mask(), b) for s, b in zip(ds, seeds_before))
+
+        # simulated seeds replace the network's
+        assert main(argv + ["--seeds", "simulated"]) == 0
+        text = capsys.readouterr().out
+        assert "'seeds' was made with other settings" in text and "NOT a network" in text
     finally:
         if fo.dataset_exists(name):
             fo.delete_dataset(name)

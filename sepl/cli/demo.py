@@ -10,23 +10,34 @@ def register(subparsers):
         subparsers, "demo",
         help="run the whole pipeline on generated scenes (no downloads) and open the App",
         description="Build the persistent FiftyOne dataset 'sepl-demo' from generated scenes with exact "
-                    "ground truth, make CAM-like seeds and class-agnostic masks (SAM when a checkpoint is "
+                    "ground truth, make seeds (by default: train a small CAM network on the scenes' "
+                    "image-level labels alone and take its seeds; --seeds simulated: the ground truth degraded "
+                    "the way CAMs degrade it, no network) and class-agnostic masks (SAM when a checkpoint is "
                     "configured, else classical superpixels, which are NOT SAM), refine the seeds with SEPL, "
                     "score seeds and SEPL labels, print a before/after table, write pictures to the output "
                     "folder and open the App on the worst samples. Reruns reuse what exists.",
         examples="  sepl demo                                   # everything, then the App on port 5151\n"
                  "  sepl demo --no-app                          # table and pictures only\n"
                  "  sepl demo --fresh --num-images 200          # rebuild with more scenes\n"
+                 "  sepl demo --seeds simulated --seed-preset harsh   # no network: simulated seeds\n"
                  "  sepl demo --sam-checkpoint ~/models/sam_vit_h_4b8939.pth   # real SAM masks\n"
                  "  sepl demo --port 5252 --address 0.0.0.0     # serve the App to other machines",
     )
     p.add_argument("--num-images", type=int, default=100, help="generated scenes")
     p.add_argument("--size", default="160x200", help="scene size HxW in pixels")
     p.add_argument("--scene-seed", type=int, default=0, help="random seed of the scenes and seeds")
-    p.add_argument("--seeds", choices=("simulated",), default="simulated",
-                   help="where the seeds come from: simulated CAM seeds (sepl.seedsim; not a network)")
+    p.add_argument("--seeds", choices=("cam", "simulated"), default="cam",
+                   help="where the seeds come from: 'cam' trains the CPU-tiny CAM network (sepl.cam, HFPL "
+                        "feature similarity) on the image-level labels only and takes its seeds (the WSSS "
+                        "setting; about 25 s on two CPU cores; its checkpoint is kept in the data dir and "
+                        "reused); 'simulated' degrades the ground truth the way CAMs do (sepl.seedsim; NOT a "
+                        "network, seconds)")
+    p.add_argument("--cam-epochs", type=int, default=40, help="--seeds cam: training epochs")
+    p.add_argument("--cam-crop", type=int, default=128, help="--seeds cam: training crop size in pixels")
+    p.add_argument("--cam-threshold", type=float, default=0.5,
+                   help="--seeds cam: background threshold on the normalised CAMs")
     p.add_argument("--seed-preset", choices=("mild", "cam", "harsh"), default="cam",
-                   help="how poor the simulated seeds are")
+                   help="--seeds simulated: how poor the simulated seeds are")
     p.add_argument("--masks", choices=("auto", "sam", "superpixels"), default="auto",
                    help="mask source: auto = SAM when a checkpoint is configured, else superpixels (NOT SAM)")
     p.add_argument("--sam-checkpoint", default=None,
@@ -67,9 +78,12 @@ def run(args) -> int:
 
     if args.num_images < 1:
         raise SeplError("--num-images must be at least 1")
+    if args.cam_epochs < 1 or args.cam_crop < 16:
+        raise SeplError("--cam-epochs must be at least 1 and --cam-crop at least 16")
     cfg = DemoConfig(
         name=args.name, num_images=args.num_images, size=_size(args.size), scene_seed=args.scene_seed,
-        seeds=args.seeds, seed_preset=args.seed_preset, masks=args.masks, sam_checkpoint=args.sam_checkpoint,
+        seeds=args.seeds, seed_preset=args.seed_preset, cam_epochs=args.cam_epochs, cam_crop=args.cam_crop,
+        cam_threshold=args.cam_threshold, masks=args.masks, sam_checkpoint=args.sam_checkpoint,
         sam_model_type=args.sam_model_type, points_per_side=args.points_per_side, mode=args.mode,
         output_dir=args.output, data_dir=args.data_dir, fresh=args.fresh,
     )

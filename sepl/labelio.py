@@ -18,10 +18,10 @@ _PALETTE_FLAT = voc_palette(256).reshape(-1).tolist()
 
 
 def read_image(path: PathLike) -> np.ndarray:
-    """Read an image file as (H, W, 3) uint8 RGB."""
+    """Read an image file as a writable (H, W, 3) uint8 RGB array."""
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            return np.array(im.convert("RGB"))  # np.asarray would give a read-only view
     except FileNotFoundError:
         raise SeplError(f"image file not found: {path}", hint="check the sample's filepath")
     except (OSError, ValueError) as e:

@@ -39,3 +39,18 @@ def progress_trigger(ctx, fraction, label):
         ctx.set_progress(progress=fraction, label=label)
         return None
     return ctx.trigger("set_progress", dict(progress=fraction, label=label))
+
+
+class FormParams(dict):
+    """``ctx.params`` whose missing entries raise a message instead of a bare KeyError: a
+    form whose prerequisites are missing shows a warning, but can still be executed."""
+
+    def __missing__(self, key):
+        from sepl.errors import SeplError
+
+        raise SeplError(f"the operator's form has no value for '{key}'",
+                        hint="open the form in the App and fill it in; a warning there says what the dataset lacks")
+
+
+def form_params(ctx) -> FormParams:
+    return FormParams(ctx.params or {})

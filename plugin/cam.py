@@ -4,7 +4,7 @@ import fiftyone as fo
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from ._util import add_target_input, field_names, target_view
+from ._util import add_target_input, field_names, form_params, target_view
 
 ARCHS = ["tiny", "resnet18", "resnet34", "resnet50", "resnet101"]
 
@@ -61,7 +61,7 @@ class TrainCAMNetwork(foo.Operator):
     def execute(self, ctx):
         from sepl.fo.cam import train_cam
 
-        p = ctx.params
+        p = form_params(ctx)
         keys = ["arch", "output_stride", "epochs", "batch_size", "lr", "crop_size", "importance_sampling",
                 "feature_similarity"]
         options = {k: p[k] for k in keys if p.get(k) is not None}
@@ -113,7 +113,7 @@ class GenerateCAMSeeds(foo.Operator):
     def execute(self, ctx):
         from sepl.fo.cam import generate_seeds
 
-        p = ctx.params
+        p = form_params(ctx)
         progress = (lambda f, label: ctx.set_progress(progress=f, label=label)) if ctx.delegated else False
         summary = generate_seeds(
             target_view(ctx), p["checkpoint"], p["out_field"], p["labels_field"],

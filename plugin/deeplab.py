@@ -3,7 +3,7 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from ._util import add_target_input, field_names, target_view
+from ._util import add_target_input, field_names, form_params, target_view
 
 MODELS = [("deeplabv3_resnet101", "DeepLabV3 ResNet-101"), ("deeplabv3_resnet50", "DeepLabV3 ResNet-50"),
           ("deeplabv3_tiny", "tiny (tests, CPU demos)")]
@@ -33,7 +33,7 @@ class TrainDeepLab(foo.Operator):
     def execute(self, ctx):
         from sepl.fo.deeplab import train_from_view
 
-        p = ctx.params
+        p = form_params(ctx)
         tags = [p["train_tag"], p["val_tag"]] if p.get("split") == "TAGS" else None
 
         def progress(fraction, label):

@@ -5,7 +5,7 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from ._progress import run_with_progress
-from ._util import add_target_input, field_names, target_view
+from ._util import add_target_input, field_names, form_params, target_view
 
 
 class EvaluateSegmentation(foo.Operator):
@@ -34,7 +34,7 @@ class EvaluateSegmentation(foo.Operator):
     def execute(self, ctx):
         from sepl.fo.evaluate import evaluate
 
-        p = ctx.params
+        p = form_params(ctx)
         fields = ([p["baseline_field"]] if p.get("baseline_field") else []) + [p["pred_field"]]
         view = target_view(ctx)
         results = yield from run_with_progress(ctx, lambda progress: evaluate(

@@ -3,7 +3,7 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from ._util import add_target_input, field_names, target_view
+from ._util import add_target_input, field_names, form_params, target_view
 
 URI = "@sepl/sepl/grounded_sam_pseudo_labels"
 
@@ -110,7 +110,7 @@ class GroundedPseudoLabels(foo.Operator):
     def execute(self, ctx):
         from sepl.fo.grounded import grounded_pseudo_labels
 
-        p = ctx.params
+        p = form_params(ctx)
 
         def progress(fraction, label):
             if ctx.delegated:

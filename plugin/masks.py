@@ -3,7 +3,7 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from ._util import add_target_input, target_view
+from ._util import add_target_input, form_params, target_view
 
 URI = "@sepl/sepl/generate_masks"
 
@@ -32,7 +32,7 @@ def _sam_inputs(ctx, inputs):
 
 
 def _params(ctx):
-    p = ctx.params
+    p = form_params(ctx)
     if p.get("source", "sam_auto") == "sam_auto":
         return {name: p[name] for name, *_ in _AUTO if p.get(name) is not None}
     if p.get("source") == "superpixels":
@@ -94,7 +94,7 @@ class GenerateMasks(foo.Operator):
     def execute(self, ctx):
         from sepl.fo import masks
 
-        p = ctx.params
+        p = form_params(ctx)
         source = p.get("source", "sam_auto")
         n = int(p.get("num_shards", 1) or 1)
         view = target_view(ctx)

@@ -5,7 +5,7 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from ._progress import run_with_progress
-from ._util import add_target_input, field_names, target_view
+from ._util import add_target_input, field_names, form_params, target_view
 
 MODES = ("paper", "official")
 
@@ -37,7 +37,7 @@ class RefineWithSepl(foo.Operator):
     def execute(self, ctx):
         from sepl.fo.refine import refine
 
-        p = ctx.params
+        p = form_params(ctx)
         view = target_view(ctx)
         done = yield from run_with_progress(ctx, lambda progress: refine(
             view, p["seed_field"], p["masks_field"], p["out_field"], mode=p.get("mode", "paper"),

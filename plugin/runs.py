@@ -3,6 +3,8 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
+from ._util import form_params
+
 from sepl.fo import runs
 
 
@@ -29,7 +31,8 @@ class DeleteSeplRun(foo.Operator):
         return types.Property(inputs, view=types.View(label="Delete a sepl run"))
 
     def execute(self, ctx):
-        runs.delete_run(ctx.dataset, ctx.params["field"], ctx.params.get("delete_fields", True))
+        p = form_params(ctx)
+        runs.delete_run(ctx.dataset, p["field"], p.get("delete_fields", True))
         ctx.trigger("reload_dataset")
 
 

@@ -3,7 +3,7 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from ._util import add_target_input, target_view
+from ._util import add_target_input, form_params, target_view
 
 
 def _sepl_evaluations(dataset):
@@ -42,7 +42,7 @@ class ShowWorstSamples(foo.Operator):
     def execute(self, ctx):
         from sepl.fo.views import worst_ids, worst_samples
 
-        p = ctx.params
+        p = form_params(ctx)
         view = target_view(ctx)
         key, by, limit = p["eval_key"], p.get("by", "miou"), p.get("limit") or None
         worst = worst_samples(view, key, by=by, limit=limit)

@@ -134,6 +134,6 @@ def test_forms_guide_the_user(plugin, dataset, tmp_path):
     dataset.add_sample(fo.Sample(filepath=str(tmp_path / "a.jpg")))
     for name in ("refine_with_sepl", "evaluate_segmentation", "show_worst_samples"):
         # the form only shows a warning, so the call fails on the missing inputs, writing nothing
-        with pytest.raises(ExecutionError):
+        with pytest.raises(ExecutionError, match="form has no value for"):
             foo.execute_operator(URI + name, ctx=dict(dataset=dataset, params={}))
     assert set(dataset.get_field_schema()) >= {"filepath"}

@@ -357,7 +357,9 @@ def run_sepl(ds, cfg: DemoConfig, inputs_changed: bool = False, say: Say = print
 
     if inputs_changed and ds.has_field(SEPL):
         say(f"seeds or masks changed: recomputing '{SEPL}'")
-    _resumable(lambda overwrite: refine(ds, SEEDS, MASKS, out_field=SEPL, mode=cfg.mode,
+    # SAM can find no mask at all in an image; the demo then keeps that image's seed (what
+    # the merge gives for an empty set) instead of stopping the whole run
+    _resumable(lambda overwrite: refine(ds, SEEDS, MASKS, out_field=SEPL, mode=cfg.mode, allow_empty=True,
                                         overwrite=overwrite or inputs_changed), SEPL, say)
 
 

@@ -38,20 +38,12 @@ def main() -> int:
     import fiftyone.utils.eval as foue
 
     from sepl.fo import evaluate, importers
-    from sepl.paths import voc_train_dir
+    from _voc import voc_ids
 
-    root = voc_train_dir()
+    root, ids_file = voc_ids(args.limit)
     if root is None:
         print("../shared/data/voc2012_train not found: nothing to benchmark")
         return 0
-    ids_file = root / "train.txt"
-    if args.limit:
-        import tempfile
-
-        tmp = tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False)
-        tmp.write("\n".join(ids_file.read_text().split()[: args.limit]))
-        tmp.close()
-        ids_file = tmp.name
     ds = fo.Dataset()
     try:
         t = time.perf_counter()

@@ -38,18 +38,12 @@ def main() -> int:
 
     from sepl.fo import evaluate, importers
     from sepl.fo.evaluate import _read_masks
-    from sepl.paths import voc_train_dir
+    from _voc import voc_ids
 
-    root = voc_train_dir()
+    root, ids_file = voc_ids(args.limit)
     if root is None:
         print("../shared/data/voc2012_train not found")
         return 0
-    ids_file = root / "train.txt"
-    if args.limit:
-        tmp = tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False)
-        tmp.write("\n".join(ids_file.read_text().split()[: args.limit]))
-        tmp.close()
-        ids_file = tmp.name
     quiet = lambda f, label: None  # noqa: E731
     mask_root = tempfile.mkdtemp(prefix="sepl-masks-")
     rows = []

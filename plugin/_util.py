@@ -27,8 +27,6 @@ def add_target_input(ctx, inputs):
 
 def field_names(dataset, embedded_doc_type):
     """Names of top-level sample fields holding ``embedded_doc_type`` labels."""
-    import fiftyone as fo
-
     schema = dataset.get_field_schema(embedded_doc_type=embedded_doc_type)
     return sorted(schema.keys())
 

@@ -1,6 +1,5 @@
 """HFPL losses and CAM -> seed post-processing (pure tensor/array code, fast)."""
 
-import math
 
 import numpy as np
 import pytest

@@ -24,8 +24,6 @@ def test_help_lists_every_command_with_examples(capsys):
 
 
 def test_errors_are_one_line_and_nonzero(capsys, tmp_path):
-    from sepl.cli import _common  # noqa: F401
-
     def boom(args):
         raise SeplError("something is wrong", hint="do this", sample="a.jpg")
 
@@ -92,7 +90,7 @@ def test_label_png_roundtrip_and_palette(tmp_path):
 def test_masks_detections_roundtrip_through_database(dataset, rng, tmp_path):
     import fiftyone as fo
 
-    from sepl.fo.convert import detections_to_masks, load_masks, masks_to_detections
+    from sepl.fo.convert import load_masks, masks_to_detections
     from sepl.labelio import write_label
 
     masks = rng.random((5, 30, 40)) > 0.7

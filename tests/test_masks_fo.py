@@ -3,7 +3,6 @@ the operator, apply_model, the CLI, and the classical source on real photographs
 
 import logging
 import os
-import shutil
 
 import numpy as np
 import pytest

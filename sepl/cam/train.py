@@ -9,7 +9,6 @@ every epoch and a ``loss_curve.png``, and resumes from a checkpoint when asked.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import time
 import warnings

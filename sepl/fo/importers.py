@@ -28,7 +28,6 @@ from .convert import (
     get_mask_targets,
     image_shape,
     masks_to_detections,
-    sample_name,
     set_mask_targets,
     to_classifications,
 )

@@ -230,7 +230,7 @@ def _run_batch(src, source, samples, images, prompt_field, summary) -> List[Opti
         keep = [k for k, b in enumerate(boxes) if b is not None]
         results = src.predict_batch([images[k] for k in keep], [boxes[k] for k in keep])
         for k, (masks, scores) in zip(keep, results):
-            ms = MaskSet(masks, source=f"sam_box", predicted_iou=scores)
+            ms = MaskSet(masks, source="sam_box", predicted_iou=scores)
             out[k] = to_detections(ms, labels=names[k])
         return out
     try:

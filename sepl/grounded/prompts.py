@@ -168,7 +168,7 @@ def build_prompt(
             if p not in phrases:
                 phrases.append(p)
                 classes.append(c)
-    caption, spans, pos = "", [], 0
+    caption, spans = "", []
     for k, p in enumerate(phrases):
         if k:
             caption += separator

@@ -39,25 +39,23 @@ def plot_metrics(log: MetricsLog, out_dir: str | os.PathLike) -> List[Path]:
     out_dir = Path(out_dir)
     written = []
     train = [r for r in records if r.get("type") == "train"]
-    if train:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot([r["iter"] for r in train], [r["loss"] for r in train], lw=1)
-        ax.set_xlabel("iteration")
-        ax.set_ylabel("training loss")
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(out_dir / "loss.png", dpi=100)
-        plt.close(fig)
-        written.append(out_dir / "loss.png")
     val = [r for r in records if r.get("type") == "val"]
-    if val:
+    curves = [
+        (train, "loss.png", [r["iter"] for r in train], [r["loss"] for r in train], "iteration", "training loss",
+         dict(lw=1)),
+        (val, "miou.png", [r["epoch"] + 1 for r in val], [100 * r["miou"] for r in val], "epoch",
+         "validation mIoU (%)", dict(marker="o")),
+    ]
+    for rows, name, x, y, xlabel, ylabel, style in curves:
+        if not rows:
+            continue
         fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot([r["epoch"] + 1 for r in val], [100 * r["miou"] for r in val], marker="o")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("validation mIoU (%)")
+        ax.plot(x, y, **style)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        fig.savefig(out_dir / "miou.png", dpi=100)
+        fig.savefig(out_dir / name, dpi=100)
         plt.close(fig)
-        written.append(out_dir / "miou.png")
+        written.append(out_dir / name)
     return written

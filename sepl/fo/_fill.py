@@ -1,50 +1,318 @@
-"""Filling one label field sample by sample: progress, per-sample errors, safe writes.
+"""The bulk data path: every feature of ``sepl.fo`` that writes fields per sample uses it.
 
-Every feature of ``sepl.fo`` that writes a field per sample goes through ``fill_field``,
-so they all behave alike: a sample that fails (missing input, wrong size, corrupt file)
-is reported by name and skipped, the others are written, and what was stored before is
-never touched.
+Per chunk of ``chunk_size`` samples (bounded memory), the path reads only the fields a step
+needs, as the documents FiftyOne stores (``values(..., _raw=True)``: no mongoengine
+document is built per sample), computes, and writes the chunk with one unordered
+``bulk_write`` of ``$set`` updates on the sample collection. Never a full-document load +
+save per sample.
+
+- ``fill_rows``: the fast path. ``work(row)`` is a picklable function of a row (see
+  ``sepl.labels.rows``) returning ``{field: document}``; it runs on ``num_workers``
+  processes (``sepl.labels.pool``), results identical for any count, and the next chunk is
+  read while the current one computes.
+- ``fill_field``: the same loop for steps that need ``fo.Sample``-like objects (models,
+  FiftyOne helpers): ``compute(sample)`` sees a view of the chunk with only ``fields``.
+
+Shared behaviour: a sample whose work raises SeplError is reported by name and left as it
+was while the others are written (``raise_failures``); each chunk is written before the next
+is computed, so an interrupted run loses at most one chunk and a rerun resumes
+(``runs.pending_view``); ``progress(fraction, label)`` is called after each chunk.
+
+In-memory samples: after its own bulk writes FiftyOne reloads every in-memory ``fo.Sample``
+of the written ids from the database, one query each (~0.5 s per sample with 200 instance
+masks, in a process that still holds the samples it added). This path writes through the
+collection instead and sets the written values on the in-memory samples it finds, from the
+documents it just wrote: no reload.
+
+Documents over MongoDB's 16 MB limit: a sample whose update would not fit has its masks
+written as PNGs (``mask_path``) under the field's mask folder, with a warning naming it;
+one that still does not fit is a reported failure, never a crash mid-run.
 """
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Tuple
+import logging
+import os
+from datetime import datetime, timezone
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import SeplError
+from ..labels.pool import RowPool
+from ..labels.rows import row_name
 from .convert import sample_name
 
+log = logging.getLogger(__name__)
+
 Progress = Optional[Callable[[float, str], None]]
+Failures = List[Tuple[str, str]]
 
 # how many failures an error message lists by name before summarising
 _LISTED = 5
+# samples per chunk: bounds memory (a chunk of 100-mask samples is ~10-30 MB of documents)
+DEFAULT_CHUNK = 64
+# MongoDB's document limit, and the size above which an update is moved to disk first
+DOC_LIMIT = 16 * 1024 * 1024
+_SAFE = DOC_LIMIT - 512 * 1024
+_TOO_LARGE_CODES = (10334, 17419, 17420)
 
 
-def fill_field(view, field: str, compute: Callable, progress: Progress = None, what: str = "samples",
-               every: int = 25) -> Tuple[int, List[Tuple[str, str]]]:
-    """Set ``sample[field] = compute(sample)`` on every sample of ``view``.
+def _message(e: SeplError) -> str:
+    return e.message + (f" (fix: {e.hint})" if e.hint else "")
 
-    ``compute`` returns the value to store (or a dict ``{field: value}`` to set several),
-    or raises SeplError for a sample it cannot process: that sample is left as it was and
-    reported. ``progress(fraction, label)`` is called every ``every`` samples.
+
+# ---------------------------------------------------------------------------------------
+# reading
+
+
+def read_rows(view, ids: Sequence[str], fields: Sequence[str]) -> List[Dict[str, Any]]:
+    """Rows (``sepl.labels.rows``) of the samples ``ids`` of ``view``, in that order, with
+    the stored documents of ``fields`` (the view's filters apply)."""
+    cv = view.select(list(ids), ordered=True)
+    paths = ["_id", "filepath", "metadata"] + list(fields)
+    values = cv.values(paths, _raw=True)
+    rows = []
+    for k, sid in enumerate(values[0]):
+        md = values[2][k] or {}
+        shape = (int(md["height"]), int(md["width"])) if md.get("height") and md.get("width") else None
+        rows.append({"id": str(sid), "filepath": values[1][k], "shape": shape,
+                     "fields": {f: values[3 + j][k] for j, f in enumerate(fields)}})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------
+# writing
+
+
+def _label_class(name: str):
+    import fiftyone.core.labels as fol
+
+    return getattr(fol, name, None)
+
+
+def _to_doc(value: Any) -> Any:
+    """A ``fo.Label`` as the document FiftyOne stores; documents and plain values as they are."""
+    to_mongo = getattr(value, "to_mongo", None)
+    if to_mongo is not None and hasattr(value, "_fields"):
+        return to_mongo()
+    return value
+
+
+def _from_doc(value: Any) -> Any:
+    if isinstance(value, dict) and "_cls" in value:
+        cls = _label_class(value["_cls"])
+        if cls is not None:
+            return cls._from_son(value)
+    return value
+
+
+class BulkWriter:
+    """Writes ``{sample id: {field: value}}`` updates to a dataset in one bulk write.
+
+    Values are ``fo.Label`` objects, their stored documents (dicts with ``_cls``) or plain
+    values of declared fields. Label fields are declared on first use.
+
+    Args:
+        dataset: the ``fo.Dataset``.
+        mask_dir: root of the folders oversize samples' masks go to
+            (``sepl.fo.convert.mask_dir_for``).
+    """
+
+    def __init__(self, dataset, mask_dir: Optional[str] = None):
+        self.dataset = dataset
+        self.mask_dir = mask_dir
+        self.spilled: List[str] = []
+        self._declared: set = set()
+
+    def _declare(self, field: str, doc: Any) -> None:
+        if field in self._declared:
+            return
+        ds = self.dataset
+        if not ds.has_field(field) and isinstance(doc, dict) and "_cls" in doc:
+            import fiftyone.core.fields as fof
+
+            ds.add_sample_field(field, fof.EmbeddedDocumentField, embedded_doc_type=_label_class(doc["_cls"]))
+        self._declared.add(field)
+
+    def _spill(self, sid: str, fields: Dict[str, Any], size: int) -> Dict[str, Any]:
+        from ..labels.raw import spill_masks
+        from .convert import mask_dir_for
+
+        out = {}
+        for f, doc in fields.items():
+            if isinstance(doc, dict) and doc.get("_cls") in ("Segmentation", "Detections"):
+                folder = mask_dir_for(self.dataset, f, self.mask_dir) / "oversize"
+                doc = spill_masks(doc, str(folder), sid)
+                log.warning("sample %s: %.1f MB would exceed MongoDB's 16 MB document limit; the masks of '%s' "
+                            "are stored as PNGs under %s (mask_path)", sid, size / 2 ** 20, f, folder)
+            out[f] = doc
+        self.spilled.append(sid)
+        return out
+
+    def write(self, updates: Dict[str, Dict[str, Any]], names: Optional[Dict[str, str]] = None) -> Failures:
+        """Write ``updates``; returns [(sample name, message)] for samples that could not be
+        stored even with their masks on disk (the others are written)."""
+        import bson
+        from pymongo import UpdateOne
+        from pymongo.errors import BulkWriteError
+
+        if not updates:
+            return []
+        names = names or {}
+        docs: Dict[str, Dict[str, Any]] = {}
+        for sid, fields in updates.items():
+            fields = {f: _to_doc(v) for f, v in fields.items()}
+            for f, v in fields.items():
+                self._declare(f, v)
+            size = len(bson.encode(fields))
+            if size > _SAFE:
+                fields = self._spill(sid, fields, size)
+            docs[sid] = fields
+        failures: Failures = []
+        order = list(docs)
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
+
+        def ops(keys):
+            return [UpdateOne({"_id": bson.ObjectId(k)}, {"$set": dict(docs[k], last_modified_at=now)}) for k in keys]
+
+        coll = self.dataset._sample_collection
+        try:
+            coll.bulk_write(ops(order), ordered=False)
+        except BulkWriteError as e:
+            retry = []
+            for err in e.details.get("writeErrors", []):
+                sid = order[err["index"]]
+                if err.get("code") in _TOO_LARGE_CODES:
+                    retry.append(sid)
+                else:
+                    failures.append((names.get(sid, sid), f"database write failed: {err.get('errmsg')}"))
+            for sid in retry:
+                docs[sid] = self._spill(sid, docs[sid], DOC_LIMIT)
+            if retry:
+                try:
+                    coll.bulk_write(ops(retry), ordered=False)
+                except BulkWriteError as e2:
+                    for err in e2.details.get("writeErrors", []):
+                        sid = retry[err["index"]]
+                        failures.append((names.get(sid, sid), "the sample exceeds MongoDB's 16 MB document limit even "
+                                         "with its masks on disk (fix: store fewer fields on it, or fewer masks)"))
+        bad = {n for n, _ in failures}
+        self._patch_in_memory({k: v for k, v in docs.items() if names.get(k, k) not in bad}, now)
+        return failures
+
+    def _patch_in_memory(self, docs: Dict[str, Dict[str, Any]], now) -> None:
+        """Set the written values on the in-memory samples of these ids (no reload)."""
+        import fiftyone.core.sample as fos
+
+        held = fos.Sample._instances.get(self.dataset._sample_collection_name)
+        if not held:
+            return
+        for sid, fields in docs.items():
+            sample = held.get(sid)
+            if sample is None:
+                continue
+            data = sample._doc._data
+            for f, v in fields.items():
+                data[f] = _from_doc(v)
+            if "last_modified_at" in data:
+                data["last_modified_at"] = now
+
+
+# ---------------------------------------------------------------------------------------
+# the loops
+
+
+def fill_rows(view, fields: Sequence[str], work: Callable[[Dict[str, Any]], Dict[str, Any]],
+              progress: Progress = None, what: str = "samples", chunk_size: Optional[int] = None,
+              num_workers: Optional[int] = 1, mask_dir: Optional[str] = None) -> Tuple[int, Failures]:
+    """Store ``work(row)`` (``{field: value}``) for every sample of ``view``.
+
+    Args:
+        fields: the stored fields ``work`` reads (``row["fields"][name]``).
+        work: a picklable function of a row (top-level, in a module that does not import
+            FiftyOne, when ``num_workers > 1``); raises SeplError for a sample it cannot
+            process.
+        chunk_size: samples read, computed and written together (default ``DEFAULT_CHUNK``).
+        num_workers: processes (None / 0: all cores); outputs do not depend on it.
+        mask_dir: root of the mask folders for oversize samples.
 
     Returns (number of samples written, [(sample name, error message), ...]).
     """
-    total = len(view)
+    ids = view.values("id")
+    total = len(ids)
+    size = max(1, int(chunk_size or DEFAULT_CHUNK))
+    writer = BulkWriter(view._dataset, mask_dir)
     done, failures = 0, []
-    for i, sample in enumerate(view.iter_samples(progress=progress is None, autosave=True)):
-        try:
-            value = compute(sample)
-        except SeplError as e:
-            failures.append((sample_name(sample), e.message + (f" (fix: {e.hint})" if e.hint else "")))
-            continue
-        if isinstance(value, dict):
-            for k, v in value.items():
-                sample[k] = v
-        else:
-            sample[field] = value
-        done += 1
-        if progress is not None and (i % every == 0 or i == total - 1):
-            progress((i + 1) / max(total, 1), f"{what}: {i + 1}/{total}")
+
+    def finish(rows, handle) -> None:
+        nonlocal done
+        updates, names = {}, {}
+        for row, (status, value) in zip(rows, handle.result()):
+            name = row_name(row)
+            if status == "ok":
+                updates[row["id"]] = value
+                names[row["id"]] = name
+            else:
+                msg, hint = value
+                failures.append((name, msg + (f" (fix: {hint})" if hint else "")))
+        bad = writer.write(updates, names)
+        failures.extend(bad)
+        done += len(updates) - len(bad)
+
+    with RowPool(num_workers) as pool:
+        pending = None
+        for start in range(0, total, size):
+            rows = read_rows(view, ids[start:start + size], fields)
+            handle = pool.submit(work, rows)  # computes while the previous chunk is written
+            if pending is not None:
+                finish(*pending[:2])
+                _report(progress, pending[2], total, what)
+            pending = (rows, handle, min(start + size, total))
+        if pending is not None:
+            finish(*pending[:2])
+            _report(progress, pending[2], total, what)
+    return done, failures
+
+
+def _report(progress: Progress, n: int, total: int, what: str) -> None:
+    if progress is not None:
+        progress(n / max(total, 1), f"{what}: {n}/{total}")
+
+
+def fill_field(view, field: str, compute: Callable, progress: Progress = None, what: str = "samples",
+               every: int = 25, fields: Optional[Sequence[str]] = None, chunk_size: Optional[int] = None,
+               mask_dir: Optional[str] = None) -> Tuple[int, Failures]:
+    """Set ``sample[field] = compute(sample)`` on every sample of ``view``, chunk by chunk.
+
+    ``compute`` returns the value to store (or a dict ``{field: value}`` to set several),
+    or raises SeplError for a sample it cannot process: that sample is left as it was and
+    reported. Samples are read-only views holding only ``fields`` (plus the default fields:
+    id, filepath, metadata, ...) when given, else every field. ``progress(fraction, label)``
+    is called after each chunk (``every`` is kept for callers; chunks set the pace).
+
+    Returns (number of samples written, [(sample name, error message), ...]).
+    """
+    ids = view.values("id")
+    total = len(ids)
+    size = max(1, int(chunk_size or DEFAULT_CHUNK))
+    writer = BulkWriter(view._dataset, mask_dir)
+    done, failures = 0, []
+    for start in range(0, total, size):
+        cv = view.select(ids[start:start + size], ordered=True)
+        if fields is not None:
+            cv = cv.select_fields(list(fields))
+        updates, names = {}, {}
+        for sample in cv.iter_samples():
+            try:
+                value = compute(sample)
+            except SeplError as e:
+                failures.append((sample_name(sample), _message(e)))
+                continue
+            updates[sample.id] = dict(value) if isinstance(value, dict) else {field: value}
+            names[sample.id] = sample_name(sample)
+        bad = writer.write(updates, names)
+        failures.extend(bad)
+        done += len(updates) - len(bad)
+        _report(progress, min(start + size, total), total, what)
     return done, failures
 
 
@@ -69,8 +337,6 @@ STORAGES = ("db", "disk")
 
 def storage_choice(storage: Optional[str]) -> str:
     """``storage``, else ``$SEPL_MASK_STORAGE``, else the default; validated."""
-    import os
-
     choice = storage or os.environ.get("SEPL_MASK_STORAGE") or DEFAULT_STORAGE
     if choice not in STORAGES:
         raise SeplError(f"unknown mask storage '{choice}'", hint=f"use one of {STORAGES}")
@@ -86,3 +352,12 @@ def make_segmentation(label, dataset, field: str, key: str, storage: Optional[st
     if storage_choice(storage) == "db":
         return to_segmentation(label)
     return to_segmentation(label, mask_path=str(mask_dir_for(dataset, field, mask_dir) / f"{key}.png"))
+
+
+def disk_dir(dataset, field: str, storage: Optional[str], mask_dir: Optional[str]) -> Optional[str]:
+    """The folder a row worker writes ``field``'s label maps to, or None for the database."""
+    from .convert import mask_dir_for
+
+    if storage_choice(storage) == "db":
+        return None
+    return str(mask_dir_for(dataset, field, mask_dir))

@@ -27,7 +27,7 @@ import fiftyone as fo
 from ..classes import IGNORE_INDEX
 from ..errors import SeplError
 from . import runs
-from ._fill import Progress, fill_field, make_segmentation, raise_failures
+from ._fill import Progress, disk_dir, fill_rows, raise_failures
 from .convert import get_mask_targets, image_shape, load_label_map, load_masks, set_mask_targets
 
 
@@ -95,6 +95,8 @@ def refine(
     mask_dir: Optional[str] = None,
     overwrite: bool = False,
     progress: Progress = None,
+    num_workers: Optional[int] = None,
+    chunk_size: Optional[int] = None,
 ) -> int:
     """Run the SEPL merge on every sample of ``view`` and store the result in ``out_field``.
 
@@ -107,7 +109,9 @@ def refine(
         decisions_field: where per-mask decisions go (default ``<out_field>_masks``).
         storage: "db" or "disk" for the merged label maps (default: see ``sepl.fo._fill``).
         overwrite: replace an existing ``out_field`` made otherwise.
-        progress: optional ``callback(fraction, label)``.
+        progress: optional ``callback(fraction, label)``, called after each chunk.
+        num_workers: merge processes (default: all cores); the output does not depend on it.
+        chunk_size: samples read, merged and written together (``sepl.fo._fill``).
 
     Returns the number of samples written. Samples that cannot be merged (no seed, no
     masks, wrong size, unknown classes) are named in a SeplError raised after the others
@@ -138,14 +142,15 @@ def refine(
     resume = runs.start_run(ds, out_field, "refine", params, overwrite=overwrite, extra_fields=extra)
     pending = runs.pending_view(view, out_field, resume)
 
-    def compute(sample):
-        labels, decisions = refine_sample(sample, seed_field, masks_field, config, targets)
-        out = {out_field: make_segmentation(labels, ds, out_field, sample.id, storage, mask_dir)}
-        if store_decisions:
-            out[decisions_field] = decisions
-        return out
+    from ..labels.refine import RefineJob
 
-    done, failures = fill_field(pending, out_field, compute, progress, what="refine")
+    job = RefineJob(seed_field=seed_field, masks_field=masks_field, out_field=out_field,
+                    decisions_field=decisions_field if store_decisions else None,
+                    targets=tuple(sorted(targets.items())), disk_dir=disk_dir(ds, out_field, storage, mask_dir),
+                    **asdict(config))
+    # only the two input fields are read, as stored documents; merges run on num_workers processes
+    done, failures = fill_rows(pending, [seed_field, masks_field], job, progress, what="refine",
+                               chunk_size=chunk_size, num_workers=num_workers, mask_dir=mask_dir)
     set_mask_targets(ds, out_field, targets)
     raise_failures(failures, out_field, done)
     return done

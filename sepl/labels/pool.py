@@ -1,0 +1,102 @@
+"""Per-row work on all cores: a process pool whose results do not depend on its size.
+
+Rows are independent (one sample each), so a chunk is split into contiguous parts, one per
+worker, and the parts' results are concatenated in order: the output of ``map_rows`` is the
+same list for any ``num_workers``. Workers are spawned (not forked: the parent holds
+database clients and threads), and only import the module of the function they run, so the
+functions given here must live in modules that do not import FiftyOne.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any, Callable, List, Optional, Sequence, Tuple
+
+from ..errors import SeplError
+
+# A row's outcome: ("ok", value) or ("error", (message, hint))
+Outcome = Tuple[str, Any]
+
+
+def default_workers() -> int:
+    """All cores: ``os.cpu_count()`` (at least 1)."""
+    return max(1, os.cpu_count() or 1)
+
+
+def resolve_workers(num_workers: Optional[int]) -> int:
+    """``num_workers``, or all cores for None / 0; negative is an error."""
+    if num_workers is None or num_workers == 0:
+        return default_workers()
+    if num_workers < 0:
+        raise SeplError(f"num_workers must be >= 0, got {num_workers}", hint="0 or nothing means all cores")
+    return int(num_workers)
+
+
+def run_rows(fn: Callable[[Any], Any], rows: Sequence[Any]) -> List[Outcome]:
+    """``fn`` on each row; a SeplError becomes that row's ("error", (message, hint))."""
+    out: List[Outcome] = []
+    for row in rows:
+        try:
+            out.append(("ok", fn(row)))
+        except SeplError as e:
+            out.append(("error", (e.message, e.hint)))
+    return out
+
+
+def _init_worker() -> None:
+    # one thread per worker process: the pool is the parallelism (no oversubscription)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except Exception:  # pragma: no cover - OpenCV is optional here
+        pass
+
+
+class RowPool:
+    """``submit(fn, rows)`` -> a handle whose ``result()`` is ``run_rows(fn, rows)``, run on
+    ``num_workers`` processes (in this process, synchronously, for one worker).
+
+    Use as a context manager; the processes start on first use and stop on exit.
+    """
+
+    def __init__(self, num_workers: Optional[int] = 1):
+        self.num_workers = resolve_workers(num_workers)
+        self._pool: Optional[ProcessPoolExecutor] = None
+
+    def __enter__(self) -> "RowPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def submit(self, fn: Callable[[Any], Any], rows: Sequence[Any]) -> "_Pending":
+        rows = list(rows)
+        if self.num_workers <= 1 or len(rows) <= 1:
+            return _Pending(done=run_rows(fn, rows))
+        if self._pool is None:
+            import multiprocessing
+
+            self._pool = ProcessPoolExecutor(self.num_workers, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_init_worker)
+        n = min(self.num_workers, len(rows))
+        step = -(-len(rows) // n)
+        futures = [self._pool.submit(run_rows, fn, rows[i:i + step]) for i in range(0, len(rows), step)]
+        return _Pending(futures=futures)
+
+
+class _Pending:
+    def __init__(self, done: Optional[List[Outcome]] = None, futures: Optional[List[Future]] = None):
+        self._done, self._futures = done, futures
+
+    def result(self) -> List[Outcome]:
+        if self._done is None:
+            self._done = [o for f in self._futures for o in f.result()]
+        return self._done

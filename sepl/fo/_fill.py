@@ -37,7 +37,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import SeplError
-from ..labels.pool import RowPool
+from ..labels.pool import RowPool, resolve_workers
 from ..labels.rows import row_name
 from .convert import sample_name
 
@@ -54,6 +54,7 @@ DEFAULT_CHUNK = 64
 DOC_LIMIT = 16 * 1024 * 1024
 _SAFE = DOC_LIMIT - 512 * 1024
 _TOO_LARGE_CODES = (10334, 17419, 17420)
+_MIN_ROWS_PER_WORKER = 8
 
 
 def _message(e: SeplError) -> str:
@@ -258,7 +259,9 @@ def fill_rows(view, fields: Sequence[str], work: Callable[[Dict[str, Any]], Dict
         failures.extend(bad)
         done += len(updates) - len(bad)
 
-    with RowPool(num_workers) as pool:
+    # a process pool only pays from a few samples per worker on (its results are the same)
+    workers = min(resolve_workers(num_workers), max(1, total // _MIN_ROWS_PER_WORKER))
+    with RowPool(workers) as pool:
         pending = None
         for start in range(0, total, size):
             rows = read_rows(view, ids[start:start + size], fields)

@@ -10,8 +10,6 @@ every sample whose file is missing or wrong while storing the others.
 
 from __future__ import annotations
 
-import csv
-import os
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
 
@@ -19,15 +17,16 @@ import numpy as np
 
 import fiftyone as fo
 
-from ..classes import COCO_CLASSES, IGNORE_INDEX, VOC_CLASSES
+from ..classes import COCO_CLASSES, VOC_CLASSES
 from ..errors import SeplError
 from ..labelio import find_file, read_label
 from . import runs
-from ._fill import Progress, fill_field, make_segmentation, raise_failures, storage_choice
+from ..labels.cams import cam_to_label  # noqa: F401  (re-exported: it lived here)
+from ..labels.imports import CamFiles, MaskFiles, SeedFiles
+from ..labels.tags import read_tags_csv  # noqa: F401  (re-exported: it lived here)
+from ._fill import Progress, disk_dir, fill_rows, make_segmentation, raise_failures, storage_choice
 from .convert import (
     get_mask_targets,
-    image_shape,
-    masks_to_detections,
     set_mask_targets,
     to_classifications,
 )
@@ -148,21 +147,15 @@ def import_voc(
 def coco_label_map(coco, image_id: int, cat_index: Dict[int, int]) -> np.ndarray:
     """(H, W) uint8 semantic label of a COCO image: 0 background, ``cat_index[cat_id]`` per
     instance (larger instances painted first so smaller ones stay visible), crowd regions
-    255 where no instance lies."""
+    255 where no instance lies (``sepl.labels.coco.paint_instances``)."""
+    from ..labels.coco import paint_instances
+
     info = coco.imgs[image_id]
-    label = np.zeros((info["height"], info["width"]), np.uint8)
     anns = coco.loadAnns(coco.getAnnIds(imgIds=[image_id], iscrowd=None))
-    crowd = np.zeros_like(label, dtype=bool)
-    for ann in sorted(anns, key=lambda a: -a.get("area", 0)):
-        if ann["category_id"] not in cat_index:
-            continue
-        m = coco.annToMask(ann).astype(bool)
-        if ann.get("iscrowd", 0):
-            crowd |= m
-        else:
-            label[m] = cat_index[ann["category_id"]]
-    label[crowd & (label == 0)] = IGNORE_INDEX
-    return label
+    none = np.zeros((0, 0), bool)
+    instances = [(coco.annToMask(a).astype(bool) if a["category_id"] in cat_index else none,
+                  cat_index.get(a["category_id"]), a.get("area", 0), bool(a.get("iscrowd", 0))) for a in anns]
+    return paint_instances((info["height"], info["width"]), instances)
 
 
 def import_coco(
@@ -240,35 +233,6 @@ def _set_gt_targets(ds, gt_field: str, classes: Sequence[str]) -> None:
 _IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
-def read_tags_csv(path: str) -> Dict[str, List[str]]:
-    """``{file name or stem: [tag, ...]}`` from a CSV with a header.
-
-    The image column is the first of ``filename``/``filepath``/``image``/``id``; tags are
-    one ``tags``/``labels`` column separated by ``;``, ``|``, ``,`` or spaces, or several
-    rows per image (one tag each).
-    """
-    try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-    except FileNotFoundError:
-        raise SeplError(f"tags CSV not found: {path}")
-    if not rows:
-        return {}
-    cols = {c.lower().strip(): c for c in rows[0].keys() if c}
-    key = next((cols[c] for c in ("filename", "filepath", "image", "id") if c in cols), None)
-    tag = next((cols[c] for c in ("tags", "labels", "tag", "label", "classes") if c in cols), None)
-    if key is None or tag is None:
-        raise SeplError(f"{path} has columns {list(rows[0])}",
-                        hint="use a header with 'filename' and 'tags' columns (tags separated by ';')")
-    out: Dict[str, List[str]] = {}
-    for row in rows:
-        text = (row[tag] or "").strip()
-        sep = next((s for s in (";", "|", ",") if s in text), None)
-        tags = [t.strip() for t in (text.split(sep) if sep else text.split()) if t.strip()]
-        out.setdefault(os.path.basename(row[key].strip()), []).extend(t for t in tags)
-    return {k: list(dict.fromkeys(v)) for k, v in out.items()}
-
-
 def import_folder(
     images_dir: str,
     tags_csv: Optional[str] = None,
@@ -343,20 +307,9 @@ def _targets_for(view, field: str, classes: Optional[Sequence[str]]) -> Dict[int
                     hint="pass classes (--classes), or import a dataset with ground truth first")
 
 
-def _check_values(label: np.ndarray, num_classes: int, what: str) -> None:
-    bad = [int(v) for v in np.unique(label) if v >= num_classes and v != IGNORE_INDEX]
-    if bad:
-        raise SeplError(f"{what} holds class indices {bad[:10]} outside the {num_classes} mask targets",
-                        hint="import with the right class list (--classes) or fix the file")
-
-
 def _begin(view, field, method, params, overwrite):
     resume = runs.start_run(view._dataset, field, method, params, overwrite=overwrite)
     return runs.pending_view(view, field, resume)
-
-
-def _stem(sample) -> str:
-    return Path(sample.filepath).stem
 
 
 def import_seeds(
@@ -368,9 +321,11 @@ def import_seeds(
     mask_dir: Optional[str] = None,
     overwrite: bool = False,
     progress: Progress = None,
+    num_workers: Optional[int] = None,
 ) -> int:
     """Fill ``field`` with the PNG label maps ``<folder>/<image stem>.png`` (0 background,
-    1..C-1 classes, 255 ignore) of an external WSSS method.
+    1..C-1 classes, 255 ignore) of an external WSSS method, decoded on ``num_workers``
+    processes (default: all cores).
 
     Returns the number of samples written. Samples without a file, with a file of another
     size than the image, or with classes outside the mask targets are named in one
@@ -382,78 +337,11 @@ def import_seeds(
     targets = _targets_for(view, field, classes)
     pending = _begin(view, field, "import_seeds", {"folder": str(folder.resolve())}, overwrite)
     ds = view._dataset
-
-    def compute(sample):
-        path = find_file(folder, _stem(sample), (".png",))
-        if path is None:
-            raise SeplError(f"no {_stem(sample)}.png in {folder}")
-        label = read_label(path)
-        h, w = image_shape(sample)
-        if label.shape != (h, w):
-            raise SeplError(f"{path.name} is {label.shape[1]}x{label.shape[0]} but the image is {w}x{h}",
-                            hint="export the seeds at the image's size")
-        _check_values(label, len(targets), path.name)
-        return make_segmentation(label, ds, field, sample.id, storage, mask_dir)
-
-    done, failures = fill_field(pending, field, compute, progress, what="seeds")
+    job = SeedFiles(str(folder), field, len(targets), disk_dir(ds, field, storage, mask_dir))
+    done, failures = fill_rows(pending, [], job, progress, what="seeds", num_workers=num_workers, mask_dir=mask_dir)
     set_mask_targets(ds, field, targets)
     raise_failures(failures, field, done)
     return done
-
-
-def cam_to_label(
-    cam_dict,
-    shape: Optional[tuple] = None,
-    bg_threshold: Optional[float] = None,
-    bg_power: Optional[float] = None,
-) -> np.ndarray:
-    """Turn an IRN/AMN-style CAM dict into an (H, W) uint8 label map.
-
-    ``cam_dict`` holds ``keys`` (0-based foreground class indices, i.e. class ``k+1``)
-    and ``high_res`` (K, H, W) or ``cam`` (K, h, w, upsampled bilinearly to ``shape``),
-    per-class normalised to [0, 1]; a SEAM-style ``{class index: (H, W)}`` dict is accepted
-    too. Background is the constant ``bg_threshold`` (e.g. 0.26), or ``(1 - max cam) **
-    bg_power``. Exactly one of the two must be given.
-    """
-    if (bg_threshold is None) == (bg_power is None):
-        raise SeplError("give either a background threshold or a background power",
-                        hint="e.g. --bg-threshold 0.26 (IRN/AMN) or --bg-power 3")
-    if isinstance(cam_dict, np.ndarray) and cam_dict.dtype == object:
-        cam_dict = cam_dict.item()
-    if not isinstance(cam_dict, dict):
-        raise SeplError(f"CAM file holds a {type(cam_dict).__name__}, not a dict",
-                        hint="expected np.save(path, {'keys': ..., 'high_res': ...})")
-    if "keys" in cam_dict:
-        keys = np.asarray(cam_dict["keys"], dtype=np.int64)
-        cams = cam_dict.get("high_res", cam_dict.get("cam"))
-        if cams is None:
-            raise SeplError("CAM dict has 'keys' but neither 'high_res' nor 'cam'")
-        if hasattr(cams, "numpy"):
-            cams = cams.detach().cpu().numpy() if hasattr(cams, "detach") else cams.numpy()
-        cams = np.asarray(cams, dtype=np.float32)
-    else:
-        keys = np.asarray(sorted(int(k) for k in cam_dict), dtype=np.int64)
-        cams = np.stack([np.asarray(cam_dict[k], np.float32) for k in sorted(cam_dict, key=int)]) \
-            if len(keys) else np.zeros((0,) + tuple(shape or (1, 1)), np.float32)
-    if cams.ndim != 3 or len(keys) != len(cams):
-        raise SeplError(f"CAM array of shape {cams.shape} does not match {len(keys)} keys")
-    if shape is not None and cams.shape[1:] != tuple(shape):
-        if "high_res" in (cam_dict if isinstance(cam_dict, dict) else {}):
-            raise SeplError(f"high_res CAMs are {cams.shape[2]}x{cams.shape[1]} but the image is "
-                            f"{shape[1]}x{shape[0]}", hint="recompute the CAMs for this image")
-        import cv2
-
-        cams = np.stack([cv2.resize(c, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR) for c in cams]) \
-            if len(cams) else np.zeros((0,) + tuple(shape), np.float32)
-    h, w = cams.shape[1:] if len(cams) else tuple(shape)
-    from ..cam.seeds import background_score
-
-    fg = cams if len(cams) else np.zeros((0, h, w), np.float32)
-    bg = background_score(np.clip(fg, 0, 1), "threshold" if bg_threshold is not None else "power",
-                          threshold=bg_threshold or 0.0, alpha=bg_power or 1.0)
-    scores = np.concatenate([bg[None], cams], 0)
-    classes = np.concatenate([[0], keys + 1])
-    return classes[np.argmax(scores, 0)].astype(np.uint8)
 
 
 def import_cams(
@@ -467,9 +355,11 @@ def import_cams(
     mask_dir: Optional[str] = None,
     overwrite: bool = False,
     progress: Progress = None,
+    num_workers: Optional[int] = None,
 ) -> int:
     """Fill ``field`` with label maps made from ``<folder>/<image stem>.npy`` CAM dicts
-    (see ``cam_to_label``). Returns the number of samples written."""
+    (see ``cam_to_label``), on ``num_workers`` processes. Returns the number of samples
+    written."""
     folder = Path(folder)
     if not folder.is_dir():
         raise SeplError(f"CAM folder not found: {folder}")
@@ -480,41 +370,11 @@ def import_cams(
     params = {"folder": str(folder.resolve()), "bg_threshold": bg_threshold, "bg_power": bg_power}
     pending = _begin(view, field, "import_cams", params, overwrite)
     ds = view._dataset
-
-    def compute(sample):
-        path = folder / f"{_stem(sample)}.npy"
-        if not path.exists():
-            raise SeplError(f"no {path.name} in {folder}")
-        try:
-            data = np.load(path, allow_pickle=True)
-        except Exception as e:
-            raise SeplError(f"cannot read {path.name}: {e}", hint="the file is corrupt; recompute it")
-        label = cam_to_label(data, image_shape(sample), bg_threshold, bg_power)
-        _check_values(label, len(targets), path.name)
-        return make_segmentation(label, ds, field, sample.id, storage, mask_dir)
-
-    done, failures = fill_field(pending, field, compute, progress, what="CAMs")
+    job = CamFiles(str(folder), field, len(targets), bg_threshold, bg_power, disk_dir(ds, field, storage, mask_dir))
+    done, failures = fill_rows(pending, [], job, progress, what="CAMs", num_workers=num_workers, mask_dir=mask_dir)
     set_mask_targets(ds, field, targets)
     raise_failures(failures, field, done)
     return done
-
-
-def _mask_scores(meta: List[dict]):
-    """Per-mask score (``predicted_iou``) and numeric attributes from amg metadata rows."""
-    scores, attrs = None, {}
-    if not meta:
-        return scores, attrs
-    for name in ("predicted_iou", "stability_score", "area"):
-        vals = [m.get(name) for m in meta]
-        try:
-            vals = [float(v) for v in vals]
-        except (TypeError, ValueError):
-            continue
-        if name == "predicted_iou":
-            scores = vals
-        else:
-            attrs[name] = vals
-    return scores, attrs
 
 
 def import_masks(
@@ -523,41 +383,19 @@ def import_masks(
     field: str = "sam_masks",
     overwrite: bool = False,
     progress: Progress = None,
+    num_workers: Optional[int] = None,
 ) -> int:
     """Fill ``field`` (``fo.Detections`` with instance masks) with class-agnostic masks
     computed elsewhere: ``<folder>/<image stem>/`` in segment-anything's ``amg.py`` layout
-    (one PNG per mask + ``metadata.csv``) or ``<folder>/<image stem>.json`` (COCO RLE).
-    ``confidence`` is the predicted IoU when the metadata has it."""
-    from .. import amgio
-
+    (one PNG per mask + ``metadata.csv``) or ``<folder>/<image stem>.json`` (COCO RLE),
+    decoded on ``num_workers`` processes. ``confidence`` is the predicted IoU when the
+    metadata has it."""
     folder = Path(folder)
     if not folder.is_dir():
         raise SeplError(f"mask folder not found: {folder}")
     pending = _begin(view, field, "import_masks", {"folder": str(folder.resolve())}, overwrite)
-
-    def compute(sample):
-        stem = _stem(sample)
-        sub, js = folder / stem, folder / f"{stem}.json"
-        try:
-            if sub.is_dir():
-                masks, meta = amgio.read_amg_folder(sub)
-            elif js.exists():
-                masks, meta = amgio.read_rle_json(js)
-            else:
-                raise SeplError(f"neither {stem}/ nor {stem}.json in {folder}")
-        except SeplError:
-            raise
-        except Exception as e:
-            raise SeplError(f"cannot read the masks of {stem}: {e}", hint="recompute or re-export them")
-        masks = np.asarray(masks, dtype=bool)
-        h, w = image_shape(sample)
-        if masks.ndim != 3 or masks.shape[1:] != (h, w):
-            raise SeplError(f"masks are {masks.shape[-1]}x{masks.shape[-2]} but the image is {w}x{h}",
-                            hint="compute the masks on the original image size")
-        scores, attrs = _mask_scores(list(meta or []))
-        return masks_to_detections(masks, scores=scores, attributes=attrs)
-
-    done, failures = fill_field(pending, field, compute, progress, what="masks")
+    done, failures = fill_rows(pending, [], MaskFiles(str(folder), field), progress, what="masks",
+                               num_workers=num_workers)
     raise_failures(failures, field, done)
     return done
 

@@ -8,8 +8,11 @@ path fast: no mongoengine document is built, validated or change-tracked per lab
 
 from __future__ import annotations
 
+import functools
 import io
+import math
 import os
+import re
 import zlib
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -26,9 +29,34 @@ def encode_array(array: np.ndarray) -> bytes:
         return zlib.compress(f.getvalue())
 
 
+_HEADER = re.compile(r"""\{'descr': '([^']+)', 'fortran_order': (True|False), 'shape': \(([0-9, ]*)\), \}""")
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_header(header: bytes):
+    m = _HEADER.match(header.decode("latin1"))
+    if m is None:
+        return None
+    shape = tuple(int(v) for v in m.group(3).replace(" ", "").split(",") if v)
+    return np.dtype(m.group(1)), m.group(2) == "True", shape
+
+
 def decode_array(data: bytes) -> np.ndarray:
-    """Inverse of ``encode_array``."""
-    with io.BytesIO(zlib.decompress(bytes(data))) as f:
+    """Inverse of ``encode_array``: a read-only array over the decompressed bytes.
+
+    The .npy header is parsed here (``np.load`` spends ~0.1 ms per array in
+    ``ast.literal_eval``, a third of refine's time on 100-mask samples); headers of another
+    form fall back to ``np.load``.
+    """
+    buf = zlib.decompress(data)
+    if buf[:6] == b"\x93NUMPY" and buf[6] == 1:
+        n = int.from_bytes(buf[8:10], "little")
+        head = _parse_header(buf[10:10 + n])
+        if head is not None:
+            dtype, fortran, shape = head
+            arr = np.frombuffer(buf, dtype=dtype, offset=10 + n, count=math.prod(shape))
+            return arr.reshape(shape, order="F") if fortran else arr.reshape(shape)
+    with io.BytesIO(buf) as f:
         return np.load(f)
 
 

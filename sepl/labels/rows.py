@@ -29,3 +29,17 @@ def row_shape(row: Dict[str, Any]) -> Tuple[int, int]:
     except (OSError, ValueError) as e:
         raise SeplError(f"cannot read image: {e}", hint="fix or remove the file")
     return h, w
+
+
+def label_doc(label, disk_dir, sample_id: str) -> dict:
+    """The ``fo.Segmentation`` document of an (H, W) uint8 label map: in the database, or a
+    PNG ``<disk_dir>/<sample id>.png`` (written atomically) when ``disk_dir`` is set."""
+    from . import raw
+
+    if disk_dir is None:
+        return raw.segmentation_doc(label)
+    from ..labelio import write_label
+
+    path = os.path.join(disk_dir, f"{sample_id}.png")
+    write_label(path, label, palette=False)
+    return raw.segmentation_doc(mask_path=path)

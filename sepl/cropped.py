@@ -1,0 +1,287 @@
+"""Class-agnostic masks stored as boxes + crops, and the merge kernel that works on them.
+
+FiftyOne stores an instance mask as a bounding box and a boolean mask cropped to it; SAM masks
+are mostly small, so the crops of 100 masks hold a fraction of the pixels of 100 full planes.
+``CroppedMasks`` is that layout as arrays (no FiftyOne import), ``CropKernel`` the statistics
+and unions ``sepl.merge.merge`` needs, computed from the crops alone:
+
+- each crop is copied once into a row buffer aligned to 64-pixel words of the image and
+  packed to bits, so the (N, K) mask/class intersections are popcounts of ANDs against the
+  packed class planes, gathered word by word (one vectorised pass for all masks);
+- unions and "last writer wins" paints touch each mask's box only.
+
+Everything is exact integer arithmetic: results equal those of the full-plane kernel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import SeplError
+
+# The bool staging buffer for packing is built in chunks of about this many bytes, so memory
+# stays bounded for many large masks (300 masks on a 2000x1500 image).
+_CHUNK_BYTES = 32 << 20
+_WORD = 64
+
+
+@dataclass(frozen=True)
+class CroppedMasks:
+    """N binary masks on an (H, W) image, each a boolean crop inside its pixel box.
+
+    Attributes:
+        shape: (H, W) of the image.
+        boxes: (N, 4) int64 ``[x0, y0, x1, y1]`` pixel boxes, half-open, inside the image
+            (``0 <= x0 <= x1 <= W``, ``0 <= y0 <= y1 <= H``); an empty box is an empty mask.
+        crops: N bool arrays, crop k of shape ``(y1 - y0, x1 - x0)`` of box k; mask k is
+            ``crops[k]`` placed at ``[y0:y1, x0:x1]`` of an all-False (H, W) plane.
+
+    Build one with ``CroppedMasks(shape, boxes, crops)`` (validated), ``from_planes`` (an
+    (N, H, W) stack, tight boxes) or ``from_relative`` (FiftyOne's relative boxes).
+    """
+
+    shape: Tuple[int, int]
+    boxes: np.ndarray
+    crops: Tuple[np.ndarray, ...]
+
+    def __init__(self, shape: Tuple[int, int], boxes: Any, crops: Sequence[Any], name: Optional[str] = None):
+        h, w = int(shape[0]), int(shape[1])
+        boxes = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
+        crops = tuple(crops)
+        if len(crops) != boxes.shape[0]:
+            raise SeplError(f"{boxes.shape[0]} boxes but {len(crops)} crops", sample=name)
+        x0, y0, x1, y1 = boxes.T
+        bad = np.flatnonzero((x0 < 0) | (y0 < 0) | (x1 > w) | (y1 > h) | (x1 < x0) | (y1 < y0))
+        if bad.size:
+            k = int(bad[0])
+            raise SeplError(f"mask {k} has box {boxes[k].tolist()} outside the {h}x{w} image",
+                            hint="clip boxes to the image (CroppedMasks.from_relative does)", sample=name)
+        out = []
+        for k, crop in enumerate(crops):
+            crop = np.asarray(crop)
+            want = (int(y1[k] - y0[k]), int(x1[k] - x0[k]))
+            if crop.shape != want:
+                raise SeplError(f"mask {k}: crop is {crop.shape} but its box {boxes[k].tolist()} is {want}",
+                                hint="crop each mask to its box", sample=name)
+            if crop.dtype != bool:
+                from .merge import _binarise
+
+                crop = _binarise(crop, name)
+            out.append(crop)
+        object.__setattr__(self, "shape", (h, w))
+        object.__setattr__(self, "boxes", boxes)
+        object.__setattr__(self, "crops", tuple(out))
+
+    def __len__(self) -> int:
+        return self.boxes.shape[0]
+
+    @classmethod
+    def from_planes(cls, masks: np.ndarray) -> "CroppedMasks":
+        """Tight boxes and crops (views) of an (N, H, W) bool stack; empty masks get an empty box."""
+        masks = np.asarray(masks, dtype=bool)
+        n, h, w = masks.shape
+        rows, cols = masks.any(axis=2), masks.any(axis=1)
+        has = rows.any(axis=1)
+        y0 = np.where(has, rows.argmax(1), 0)
+        y1 = np.where(has, h - rows[:, ::-1].argmax(1), 0)
+        x0 = np.where(has, cols.argmax(1), 0)
+        x1 = np.where(has, w - cols[:, ::-1].argmax(1), 0)
+        boxes = np.stack([x0, y0, x1, y1], 1).astype(np.int64)
+        crops = [masks[k, y0[k]:y1[k], x0[k]:x1[k]] for k in range(n)]
+        return cls._trusted((h, w), boxes, crops)
+
+    @classmethod
+    def from_relative(cls, boxes: Any, crops: Sequence[Optional[Any]], shape: Tuple[int, int],
+                      name: Optional[str] = None) -> "CroppedMasks":
+        """Masks stored as FiftyOne stores instance masks, mapped to pixels exactly as
+        ``sepl.fo.convert.detections_to_masks`` maps them.
+
+        Args:
+            boxes: (N, 4) float relative ``[x, y, w, h]`` (``fo.Detection.bounding_box``).
+            crops: N masks cropped to their box (``fo.Detection.mask``: 2-D bool, or any
+                array where nonzero is True), or None for a detection without a mask (it
+                covers its whole box).
+            shape: (H, W) of the image.
+
+        The pixel box is ``x0 = round(x * W)``, ``x1 = round((x + w) * W)`` (same for y),
+        clipped to the image; a crop whose size differs from its box is resized with nearest
+        neighbour (OpenCV), as the loader does.
+        """
+        h, w = int(shape[0]), int(shape[1])
+        rel = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        crops = list(crops)
+        if len(crops) != rel.shape[0]:
+            raise SeplError(f"{rel.shape[0]} boxes but {len(crops)} masks", sample=name)
+        # Python's round() and np.rint both round half to even on the same float64 products
+        x0 = np.maximum(0, np.rint(rel[:, 0] * w)).astype(np.int64)
+        y0 = np.maximum(0, np.rint(rel[:, 1] * h)).astype(np.int64)
+        x1 = np.minimum(w, np.rint((rel[:, 0] + rel[:, 2]) * w)).astype(np.int64)
+        y1 = np.minimum(h, np.rint((rel[:, 1] + rel[:, 3]) * h)).astype(np.int64)
+        empty = (x1 <= x0) | (y1 <= y0)
+        boxes_px = np.stack([x0, y0, x1, y1], 1)
+        boxes_px[empty] = 0
+        out: List[np.ndarray] = []
+        for k, crop in enumerate(crops):
+            bh, bw = int(boxes_px[k, 3] - boxes_px[k, 1]), int(boxes_px[k, 2] - boxes_px[k, 0])
+            if empty[k]:
+                out.append(np.zeros((0, 0), bool))
+                continue
+            if crop is None:
+                out.append(np.ones((bh, bw), bool))
+                continue
+            crop = np.asarray(crop)
+            if crop.ndim != 2:
+                raise SeplError(f"mask {k} has shape {crop.shape}, not a 2-D crop", sample=name)
+            crop = crop.astype(bool, copy=False)
+            if crop.shape != (bh, bw):
+                import cv2
+
+                crop = cv2.resize(crop.astype(np.uint8), (bw, bh), interpolation=cv2.INTER_NEAREST) > 0
+            out.append(crop)
+        return cls._trusted((h, w), boxes_px, out)
+
+    @classmethod
+    def _trusted(cls, shape, boxes, crops) -> "CroppedMasks":
+        obj = object.__new__(cls)
+        object.__setattr__(obj, "shape", (int(shape[0]), int(shape[1])))
+        object.__setattr__(obj, "boxes", np.asarray(boxes, dtype=np.int64).reshape(-1, 4))
+        object.__setattr__(obj, "crops", tuple(crops))
+        return obj
+
+    def to_planes(self) -> np.ndarray:
+        """The (N, H, W) bool stack."""
+        h, w = self.shape
+        out = np.zeros((len(self), h, w), bool)
+        for k, (x0, y0, x1, y1) in enumerate(self.boxes.tolist()):
+            out[k, y0:y1, x0:x1] = self.crops[k]
+        return out
+
+
+def pack_rows(planes: np.ndarray) -> np.ndarray:
+    """(K, H, W) bool -> (K, H * ceil(W / 64)) uint64: each image row packed to whole words,
+    zero padded, the layout ``CropKernel`` packs the crops into."""
+    k, h, w = planes.shape
+    ww = -(-w // _WORD)
+    if ww * _WORD != w:
+        padded = np.zeros((k, h, ww * _WORD), bool)
+        padded[:, :, :w] = planes
+        planes = padded
+    return np.packbits(planes.reshape(k, -1), axis=1).view(np.uint64)
+
+
+class CropKernel:
+    """The reductions ``sepl.merge`` needs (same interface as its full-plane kernel), on crops.
+
+    Masks are rows 0..N-1 of ``masks``; pixel sets and unions are flat (H*W,) bool arrays.
+    """
+
+    def __init__(self, masks: CroppedMasks):
+        self.masks = masks
+        self.h, self.w = masks.shape
+        self.n, self.hw = len(masks), self.h * self.w
+        self.torch = False
+        self.ww = -(-self.w // _WORD)  # words per packed image row
+        x0, y0, x1, y1 = (masks.boxes[:, i] for i in range(4))
+        w0 = x0 // _WORD
+        nw = np.where((x1 > x0) & (y1 > y0), -(-x1 // _WORD) - w0, 0)  # words per crop row
+        bh = y1 - y0
+        words = bh * nw
+        self._words = words
+        self._seg = np.concatenate([[0], np.cumsum(words)])  # word range of mask k
+        self._boxes = masks.boxes.tolist()
+        self._packed = self._pack(masks, w0, nw, words)
+        # word t of the buffer (mask k, crop row i, word column j) -> (y0 + i) * ww + w0 + j,
+        # built per crop row and then per word with repeats (no division)
+        row_mask = np.repeat(np.arange(self.n), np.where(nw > 0, bh, 0))
+        row_first = np.concatenate([[0], np.cumsum(np.where(nw > 0, bh, 0))])[:-1]
+        i = np.arange(row_mask.size) - row_first[row_mask]
+        base = (y0[row_mask] + i) * self.ww + w0[row_mask]
+        per_row = nw[row_mask]
+        starts = np.concatenate([[0], np.cumsum(per_row)])[:-1]
+        self._where = np.repeat(base - starts, per_row) + np.arange(int(self._seg[-1]))
+
+    def _pack(self, masks: CroppedMasks, w0, nw, words) -> np.ndarray:
+        out = []
+        k, n = 0, self.n
+        while k < n:
+            # one chunk of masks whose staging buffer stays below _CHUNK_BYTES (at least one mask)
+            end, size = k, 0
+            while end < n and (end == k or size + words[end] * _WORD <= _CHUNK_BYTES):
+                size += int(words[end]) * _WORD
+                end += 1
+            buf = np.zeros(size, bool)
+            pos = 0
+            for j, nbytes, width, first in zip(range(k, end), (words[k:end] * _WORD).tolist(),
+                                               (nw[k:end] * _WORD).tolist(), (w0[k:end] * _WORD).tolist()):
+                if nbytes:
+                    x0, y0, x1, y1 = self._boxes[j]
+                    buf[pos:pos + nbytes].reshape(y1 - y0, width)[:, x0 - first:x1 - first] = masks.crops[j]
+                pos += nbytes
+            out.append(np.packbits(buf).view(np.uint64))
+            k = end
+        return np.concatenate(out) if out else np.zeros(0, np.uint64)
+
+    def _segment_sums(self, per_word: np.ndarray) -> np.ndarray:
+        """(K, T) per-word counts -> (K, N) int64 per-mask sums (0 for empty masks)."""
+        out = np.zeros((per_word.shape[0], self.n), np.int64)
+        nonempty = np.flatnonzero(self._words > 0)
+        if nonempty.size:
+            # consecutive non-empty masks' word ranges tile the buffer, so reduceat is exact
+            out[:, nonempty] = np.add.reduceat(per_word, self._seg[nonempty], axis=1, dtype=np.int64)
+        return out
+
+    def area(self) -> np.ndarray:
+        """(N,) int64 pixel count of each mask."""
+        if self.n == 0:
+            return np.zeros(0, np.int64)
+        return self._segment_sums(np.bitwise_count(self._packed)[None])[0]
+
+    def inters(self, pixel_sets: List[np.ndarray]) -> np.ndarray:
+        """(N, K) int64 |M_k & S_j| for K boolean (H*W,) pixel sets."""
+        if self.n == 0 or not pixel_sets:
+            return np.zeros((self.n, len(pixel_sets)), np.int64)
+        planes = pack_rows(np.stack(pixel_sets).reshape(len(pixel_sets), self.h, self.w))
+        hits = np.empty((len(pixel_sets), self._packed.size), np.uint8)  # popcounts fit in uint8
+        step = 1 << 20  # gather in slices of words: bounded temporaries for huge mask sets
+        for s in range(0, self._packed.size, step):
+            e = min(s + step, self._packed.size)
+            g = np.take(planes, self._where[s:e], axis=1)
+            np.bitwise_and(g, self._packed[None, s:e], out=g)
+            np.bitwise_count(g, out=hits[:, s:e])
+        return self._segment_sums(hits).T
+
+    def union(self, rows: np.ndarray) -> Optional[np.ndarray]:
+        """(H*W,) bool union of the given masks, or None for no rows."""
+        rows = np.asarray(rows)
+        if rows.size == 0:
+            return None
+        out = np.zeros((self.h, self.w), bool)
+        boxes, crops = self._boxes, self.masks.crops
+        for k in rows.tolist():
+            x0, y0, x1, y1 = boxes[k]
+            if x1 > x0:
+                sub = out[y0:y1, x0:x1]
+                np.logical_or(sub, crops[k], out=sub)
+        return out.reshape(-1)
+
+    def max_key(self, rows: np.ndarray, keys: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+        """(P,) max of ``keys`` (>= 1) over the given masks covering each given pixel; 0 if none."""
+        rows, keys, pixels = np.asarray(rows), np.asarray(keys, np.int64), np.asarray(pixels)
+        if pixels.size == 0:
+            return np.zeros(0, np.int64)
+        py, px = np.divmod(pixels, self.w)
+        # paint within the pixels' bounding box only: clashes are usually a thin band
+        cy0, cy1, cx0, cx1 = int(py.min()), int(py.max()) + 1, int(px.min()), int(px.max()) + 1
+        plane = np.zeros((cy1 - cy0, cx1 - cx0), np.int64)
+        boxes, crops = self._boxes, self.masks.crops
+        for i in np.argsort(keys, kind="stable").tolist():  # ascending: the last writer is the max
+            k = int(rows[i])
+            x0, y0, x1, y1 = boxes[k]
+            iy0, iy1, ix0, ix1 = max(y0, cy0), min(y1, cy1), max(x0, cx0), min(x1, cx1)
+            if iy1 > iy0 and ix1 > ix0:
+                np.copyto(plane[iy0 - cy0:iy1 - cy0, ix0 - cx0:ix1 - cx0], keys[i],
+                          where=crops[k][iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0])
+        return plane[py - cy0, px - cx0]

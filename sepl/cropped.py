@@ -26,6 +26,7 @@ from .errors import SeplError
 # stays bounded for many large masks (300 masks on a 2000x1500 image).
 _CHUNK_BYTES = 32 << 20
 _WORD = 64
+_count_nonzero = np._core.multiarray.count_nonzero  # np.count_nonzero without its Python wrapper
 
 
 @dataclass(frozen=True)
@@ -183,75 +184,111 @@ class CropKernel:
         self.h, self.w = masks.shape
         self.n, self.hw = len(masks), self.h * self.w
         self.torch = False
-        self.ww = -(-self.w // _WORD)  # words per packed image row
-        x0, y0, x1, y1 = (masks.boxes[:, i] for i in range(4))
+        self._boxes = masks.boxes.tolist()
+        self._area: Optional[np.ndarray] = None
+
+    def area(self) -> np.ndarray:
+        """(N,) int64 pixel count of each mask (a by-product of ``inters`` for the masks
+        inside its region)."""
+        if self._area is None:
+            self._area = self._count(range(self.n))
+        return self._area
+
+    def _count(self, rows) -> np.ndarray:
+        crops = self.masks.crops
+        return np.fromiter((_count_nonzero(crops[k]) for k in rows), np.int64)
+
+    def inters(self, pixel_sets: List[np.ndarray]) -> np.ndarray:
+        """(N, K) int64 |M_k & S_j| for K boolean (H*W,) pixel sets.
+
+        Only the part of each mask inside the bounding box of the sets' union is read: the
+        merge asks for the non-background seed values, often a fraction of the image.
+        """
+        k = len(pixel_sets)
+        out = np.zeros((self.n, k), np.int64)
+        if self.n == 0 or k == 0:
+            return out
+        sets = np.stack(pixel_sets).reshape(k, self.h, self.w)
+        anywhere = sets.any(axis=0)
+        rows, cols = np.flatnonzero(anywhere.any(axis=1)), np.flatnonzero(anywhere.any(axis=0))
+        if rows.size == 0:
+            return out
+        region = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+        rx0, ry0, rx1, ry1 = region
+        planes = pack_rows(sets[:, ry0:ry1, rx0:rx1])  # (K, rows * ww) words
+        ww = -(-(rx1 - rx0) // _WORD)
+        b = self.masks.boxes
+        x0, y0 = np.maximum(b[:, 0], rx0), np.maximum(b[:, 1], ry0)
+        x1, y1 = np.minimum(b[:, 2], rx1), np.minimum(b[:, 3], ry1)
+        live = np.flatnonzero((x1 > x0) & (y1 > y0))
+        if live.size == 0:
+            return out
+        x0, y0, x1, y1 = x0[live] - rx0, y0[live] - ry0, x1[live] - rx0, y1[live] - ry0  # region coords
         w0 = x0 // _WORD
-        nw = np.where((x1 > x0) & (y1 > y0), -(-x1 // _WORD) - w0, 0)  # words per crop row
+        nw = -(-x1 // _WORD) - w0  # words per clipped crop row
         bh = y1 - y0
         words = bh * nw
-        self._words = words
-        self._seg = np.concatenate([[0], np.cumsum(words)])  # word range of mask k
-        self._boxes = masks.boxes.tolist()
-        self._packed = self._pack(masks, w0, nw, words)
-        # word t of the buffer (mask k, crop row i, word column j) -> (y0 + i) * ww + w0 + j,
-        # built per crop row and then per word with repeats (no division)
-        row_mask = np.repeat(np.arange(self.n), np.where(nw > 0, bh, 0))
-        row_first = np.concatenate([[0], np.cumsum(np.where(nw > 0, bh, 0))])[:-1]
-        i = np.arange(row_mask.size) - row_first[row_mask]
-        base = (y0[row_mask] + i) * self.ww + w0[row_mask]
-        per_row = nw[row_mask]
-        starts = np.concatenate([[0], np.cumsum(per_row)])[:-1]
-        self._where = np.repeat(base - starts, per_row) + np.arange(int(self._seg[-1]))
+        seg = np.concatenate([[0], np.cumsum(words)])
+        packed = self._pack(live, x0, y0, x1, y1, w0, nw, words, (rx0, ry0))
+        # buffer word t (mask k, crop row i, word column j) -> region word (y0 + i) * ww + w0 + j:
+        # first per crop row r (i = r - first row of k), then per word, with repeats only
+        r = np.arange(int(bh.sum()))
+        first_row = np.concatenate([[0], np.cumsum(bh)])[:-1]
+        base = np.repeat(y0 * ww + w0 - first_row * ww, bh) + r * ww
+        per_row = np.repeat(nw, bh)
+        row_word = np.concatenate([[0], np.cumsum(per_row)])[:-1]
+        where = np.repeat(base - row_word, per_row) + np.arange(int(seg[-1]))
+        hits = np.empty((k, packed.size), np.uint8)  # popcounts of 64-bit words fit in uint8
+        step = 1 << 20  # gather in slices of words: bounded temporaries for huge mask sets
+        for s in range(0, packed.size, step):
+            e = min(s + step, packed.size)
+            g = np.take(planes, where[s:e], axis=1)
+            np.bitwise_and(g, packed[None, s:e], out=g)
+            np.bitwise_count(g, out=hits[:, s:e])
+        # consecutive masks' word ranges tile the buffer, so reduceat sums each mask exactly
+        out[live] = np.add.reduceat(hits, seg[:-1], axis=1, dtype=np.int64).T
+        if self._area is None:  # masks inside the region: their popcount; the others: count
+            b = self.masks.boxes
+            inside = np.zeros(self.n, bool)
+            inside[live] = ((b[live, 0] >= rx0) & (b[live, 1] >= ry0) & (b[live, 2] <= rx1)
+                            & (b[live, 3] <= ry1))
+            area = np.zeros(self.n, np.int64)
+            area[live] = np.add.reduceat(np.bitwise_count(packed), seg[:-1], dtype=np.int64)
+            rest = np.flatnonzero(~inside)
+            area[rest] = self._count(rest.tolist())
+            self._area = area
+        return out
 
-    def _pack(self, masks: CroppedMasks, w0, nw, words) -> np.ndarray:
+    def _pack(self, live, x0, y0, x1, y1, w0, nw, words, origin) -> np.ndarray:
+        """The clipped crops of masks ``live`` copied into rows of whole 64-pixel words
+        (word-aligned with the region) and packed: (sum(words),) uint64."""
+        crops, boxes = self.masks.crops, self._boxes
+        ox, oy = origin
         out = []
-        k, n = 0, self.n
+        k, n = 0, live.size
+        nbytes_all = (words * _WORD).tolist()
+        widths = (nw * _WORD).tolist()
+        lefts = (x0 - w0 * _WORD).tolist()
+        cx0, cy0, cx1, cy1 = x0.tolist(), y0.tolist(), x1.tolist(), y1.tolist()
         while k < n:
             # one chunk of masks whose staging buffer stays below _CHUNK_BYTES (at least one mask)
             end, size = k, 0
-            while end < n and (end == k or size + words[end] * _WORD <= _CHUNK_BYTES):
-                size += int(words[end]) * _WORD
+            while end < n and (end == k or size + nbytes_all[end] <= _CHUNK_BYTES):
+                size += nbytes_all[end]
                 end += 1
             buf = np.zeros(size, bool)
             pos = 0
-            for j, nbytes, width, first in zip(range(k, end), (words[k:end] * _WORD).tolist(),
-                                               (nw[k:end] * _WORD).tolist(), (w0[k:end] * _WORD).tolist()):
-                if nbytes:
-                    x0, y0, x1, y1 = self._boxes[j]
-                    buf[pos:pos + nbytes].reshape(y1 - y0, width)[:, x0 - first:x1 - first] = masks.crops[j]
-                pos += nbytes
+            for j in range(k, end):
+                m = int(live[j])
+                bx0, by0 = boxes[m][0] - ox, boxes[m][1] - oy
+                nb = nbytes_all[j]
+                left = lefts[j]
+                buf[pos:pos + nb].reshape(cy1[j] - cy0[j], widths[j])[:, left:left + cx1[j] - cx0[j]] = \
+                    crops[m][cy0[j] - by0:cy1[j] - by0, cx0[j] - bx0:cx1[j] - bx0]
+                pos += nb
             out.append(np.packbits(buf).view(np.uint64))
             k = end
-        return np.concatenate(out) if out else np.zeros(0, np.uint64)
-
-    def _segment_sums(self, per_word: np.ndarray) -> np.ndarray:
-        """(K, T) per-word counts -> (K, N) int64 per-mask sums (0 for empty masks)."""
-        out = np.zeros((per_word.shape[0], self.n), np.int64)
-        nonempty = np.flatnonzero(self._words > 0)
-        if nonempty.size:
-            # consecutive non-empty masks' word ranges tile the buffer, so reduceat is exact
-            out[:, nonempty] = np.add.reduceat(per_word, self._seg[nonempty], axis=1, dtype=np.int64)
-        return out
-
-    def area(self) -> np.ndarray:
-        """(N,) int64 pixel count of each mask."""
-        if self.n == 0:
-            return np.zeros(0, np.int64)
-        return self._segment_sums(np.bitwise_count(self._packed)[None])[0]
-
-    def inters(self, pixel_sets: List[np.ndarray]) -> np.ndarray:
-        """(N, K) int64 |M_k & S_j| for K boolean (H*W,) pixel sets."""
-        if self.n == 0 or not pixel_sets:
-            return np.zeros((self.n, len(pixel_sets)), np.int64)
-        planes = pack_rows(np.stack(pixel_sets).reshape(len(pixel_sets), self.h, self.w))
-        hits = np.empty((len(pixel_sets), self._packed.size), np.uint8)  # popcounts fit in uint8
-        step = 1 << 20  # gather in slices of words: bounded temporaries for huge mask sets
-        for s in range(0, self._packed.size, step):
-            e = min(s + step, self._packed.size)
-            g = np.take(planes, self._where[s:e], axis=1)
-            np.bitwise_and(g, self._packed[None, s:e], out=g)
-            np.bitwise_count(g, out=hits[:, s:e])
-        return self._segment_sums(hits).T
+        return np.concatenate(out) if len(out) > 1 else out[0]
 
     def union(self, rows: np.ndarray) -> Optional[np.ndarray]:
         """(H*W,) bool union of the given masks, or None for no rows."""

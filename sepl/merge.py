@@ -197,10 +197,10 @@ def _ratios(inter, area, b):
 
 def _official(stack, flat, fg_pix, counts, c, os_thresh, op_thresh):
     n = stack.n
-    area = stack.area()
     classes = [v for v in range(1, c) if counts[v]]
     inter = np.zeros((n, c), np.int64)
     inter[:, classes] = stack.inters([flat == v for v in classes])
+    area = stack.area()  # after inters: the crops kernel gets most areas from its packing
     b = counts[:c]
     o_s, o_p = _ratios(inter, area, b)
     live = (b > 0)[None] & (np.arange(c) >= 1)[None]
@@ -219,9 +219,13 @@ def _official(stack, flat, fg_pix, counts, c, os_thresh, op_thresh):
     key = np.where(claimed, class_id, c)
     maxkey = np.zeros(flat.shape, np.uint8 if c < 256 else np.int32)  # 0 = no mask
     selmax = np.zeros(flat.shape, np.uint8)
+    touch = inter[:, 1:].any(1)  # covers a CAM pixel: the others cannot change ``cam`` below
     for g in np.unique(key).tolist():  # ascending: a larger key overwrites, i.e. the max
+        union = stack.union(np.flatnonzero((key == g) & touch))
+        if union is None:
+            continue
         # 0/1 arithmetic instead of copyto(where=): branch-free, 10-50x faster on ragged masks
-        paint = np.multiply(stack.union(np.flatnonzero(key == g)).view(np.uint8), g, dtype=maxkey.dtype)
+        paint = np.multiply(union.view(np.uint8), g, dtype=maxkey.dtype)
         np.maximum(maxkey, paint, out=maxkey)
         if g < c:
             np.maximum(selmax, paint, out=selmax, casting="unsafe")
@@ -234,10 +238,16 @@ def _official(stack, flat, fg_pix, counts, c, os_thresh, op_thresh):
 
 def _paper(stack, flat, fg_pix, counts, c, os_thresh, op_thresh, fallback):
     n = stack.n
+    # background competes; its overlap is what the other seed values leave of each mask,
+    # so the kernel only reads the masks where the seed is not background
+    classes = [v for v in range(1, c) if counts[v]]
+    others = [v for v in np.flatnonzero(counts).tolist() if v >= c]  # the ignore value
+    both = stack.inters([flat == v for v in classes + others])
     area = stack.area()
-    classes = [v for v in range(0, c) if counts[v]]  # background competes
     inter = np.zeros((n, c), np.int64)
-    inter[:, classes] = stack.inters([flat == v for v in classes])
+    inter[:, classes] = both[:, :len(classes)]
+    if counts[0]:
+        inter[:, 0] = area - both.sum(1)
     b = counts[:c]
     # "overlaps most" as IoU: raw counts would hand every object mask that a small CAM
     # under-covers to the (large) background region
@@ -259,7 +269,8 @@ def _paper(stack, flat, fg_pix, counts, c, os_thresh, op_thresh, fallback):
 
     out = np.multiply(flat, fg_pix, dtype=np.uint8, casting="unsafe")  # values < c <= 255
     sel_rows = np.flatnonzero(selected)
-    covered = stack.union(rows if fallback == "unmasked" else sel_rows)
+    # only masks over CAM pixels can clear one (``out`` is 0 elsewhere); selected ones all do
+    covered = stack.union(np.flatnonzero(inter[:, 1:].any(1)) if fallback == "unmasked" else sel_rows)
     if covered is not None:
         np.multiply(out, ~covered, out=out)
     # paint each class's selected union; where unions of different classes overlap, the

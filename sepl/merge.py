@@ -343,7 +343,7 @@ def _kernel(masks: Any, shape: Tuple[int, int], kernel: str, name):
             raise SeplError(f"masks are {masks.shape[0]}x{masks.shape[1]} but the seed is {shape[0]}x{shape[1]}",
                             hint="compute the masks on the same image size as the seed", sample=name)
         if kernel == "planes":
-            return _Masks(masks.to_planes().reshape(len(masks), -1))
+            return _Masks(masks.to_planes().reshape(len(masks), -1), shape)
         return CropKernel(masks)
     stack = as_mask_stack(masks, shape, name=name)  # (N, H*W) bool, numpy or cuda tensor
     if _is_torch(stack):
@@ -352,7 +352,7 @@ def _kernel(masks: Any, shape: Tuple[int, int], kernel: str, name):
                             hint="pass kernel='auto', or move the masks to the CPU", sample=name)
         return _Masks(stack)
     if kernel == "planes":
-        return _Masks(stack)
+        return _Masks(stack, shape)
     return CropKernel(CroppedMasks.from_planes(stack.reshape(-1, *shape)))
 
 
@@ -489,7 +489,8 @@ class _Masks:
     to 64-bit words once (8x less memory traffic), so statistics are popcounts and unions
     are ORs of packed rows; CUDA tensors stay on their device."""
 
-    def __init__(self, stack):
+    def __init__(self, stack, shape: Optional[Tuple[int, int]] = None):
+        self.shape = shape
         self.n, self.hw = int(stack.shape[0]), int(stack.shape[1])
         self.torch = _is_torch(stack)
         self.stack = stack
@@ -541,8 +542,19 @@ class _Masks:
             sub = sub.index_select(1, torch.as_tensor(pixels, device=dev))
             k = torch.as_tensor(keys, device=dev, dtype=torch.int64)
             return (sub * k[:, None]).amax(0).cpu().numpy()
-        sub = self.stack[np.ix_(rows, pixels)]
-        return (sub * np.asarray(keys, np.int64)[:, None]).max(0)
+        rows, keys, pixels = np.asarray(rows), np.asarray(keys, np.int64), np.asarray(pixels)
+        if self.shape is None or pixels.size == 0:
+            return (self.stack[np.ix_(rows, pixels)] * keys[:, None]).max(0, initial=0)
+        # paint the keys within the pixels' bounding box (a (rows x pixels) gather can be
+        # millions of elements where two classes' unions overlap widely)
+        h, w = self.shape
+        py, px = np.divmod(pixels, w)
+        cy0, cy1, cx0, cx1 = int(py.min()), int(py.max()) + 1, int(px.min()), int(px.max()) + 1
+        planes = self.stack.reshape(self.n, h, w)
+        plane = np.zeros((cy1 - cy0, cx1 - cx0), np.int64)
+        for r, k in zip(rows.tolist(), keys.tolist()):
+            np.maximum(plane, planes[r, cy0:cy1, cx0:cx1] * np.int64(k), out=plane)
+        return plane[py - cy0, px - cx0]
 
 
 def _pack(stack: np.ndarray) -> np.ndarray:

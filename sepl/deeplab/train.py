@@ -159,6 +159,12 @@ def _prepare_out_dir(config: TrainConfig) -> Path:
     return out
 
 
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
 def save_checkpoint(state: Dict[str, object], path: str | os.PathLike) -> None:
     """Write a checkpoint dict atomically (a crash mid-write leaves the previous one).
 

@@ -8,8 +8,7 @@ per-mask records of the two kernels, both modes):
   ``crops+build`` adds ``CroppedMasks.from_relative`` from relative boxes and crops
   (FiftyOne's ``bounding_box`` / ``mask``);
 - ``planes``: ``merge(seed, stack, kernel="planes")``, the full-plane bit-packed kernel
-  (the only kernel before the crops one); ``planes-input``: ``merge(seed, stack)`` with the
-  default kernel choice for a full (N, H, W) stack;
+  (the only kernel before the crops one, and the default for a full (N, H, W) stack);
 - ``loop``: an in-memory per-class loop port of ``max_iou_imp2.py`` (one pass over the
   unclaimed masks per present class; ``sepl.merge.merge_reference_loop``), the baseline;
 - ``released`` (``--released``): the released procedure itself, reading every mask PNG of
@@ -205,7 +204,6 @@ def main() -> None:
                 "crops+build": lambda: merge(seed, CroppedMasks.from_relative(rel, crops, seed.shape),
                                              mode="official", num_classes=21),
                 "planes": lambda: merge(seed, masks, mode="official", num_classes=21, kernel="planes"),
-                "planes-input": lambda: merge(seed, masks, mode="official", num_classes=21),
                 "paper crops": lambda: merge(seed, cm, mode="paper", num_classes=21),
                 "paper planes": lambda: merge(seed, masks, mode="paper", num_classes=21, kernel="planes"),
                 "loop": lambda: merge_reference_loop(seed, masks, 21),

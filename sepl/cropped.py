@@ -2,15 +2,20 @@
 
 FiftyOne stores an instance mask as a bounding box and a boolean mask cropped to it; SAM masks
 are mostly small, so the crops of 100 masks hold a fraction of the pixels of 100 full planes.
-``CroppedMasks`` is that layout as arrays (no FiftyOne import), ``CropKernel`` the statistics
-and unions ``sepl.merge.merge`` needs, computed from the crops alone:
+``CroppedMasks`` is that layout as arrays (no FiftyOne import); ``CropKernel`` computes the
+statistics and unions ``sepl.merge.merge`` needs from the crops alone:
 
-- each crop is copied once into a row buffer aligned to 64-pixel words of the image and
-  packed to bits, so the (N, K) mask/class intersections are popcounts of ANDs against the
-  packed class planes, gathered word by word (one vectorised pass for all masks);
+- intersections with the seed's classes: each crop, clipped to the bounding box of the pixel
+  sets asked for (the merge asks for the non-background seed values), is copied once into
+  rows of whole 64-pixel words aligned with that box and packed to bits; the (N, K) counts
+  are popcounts of ANDs with the packed class planes, gathered word by word for all masks in
+  one vectorised pass; areas come from the same words;
 - unions and "last writer wins" paints touch each mask's box only.
 
-Everything is exact integer arithmetic: results equal those of the full-plane kernel.
+Everything is exact integer arithmetic: results equal those of the full-plane kernel
+(``tests/test_merge.py`` checks both against each other and the per-class loop).
+
+Entry point: ``sepl.merge.merge(seed, CroppedMasks.from_relative(boxes, crops, (H, W)))``.
 """
 
 from __future__ import annotations
@@ -26,10 +31,13 @@ from .errors import SeplError
 # stays bounded for many large masks (300 masks on a 2000x1500 image).
 _CHUNK_BYTES = 32 << 20
 _WORD = 64
-_count_nonzero = np._core.multiarray.count_nonzero  # np.count_nonzero without its Python wrapper
+try:  # np.count_nonzero without its Python wrapper (called once per mask)
+    from numpy._core.multiarray import count_nonzero as _count_nonzero
+except ImportError:  # pragma: no cover
+    _count_nonzero = np.count_nonzero
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq on arrays would be ambiguous
 class CroppedMasks:
     """N binary masks on an (H, W) image, each a boolean crop inside its pixel box.
 

@@ -12,10 +12,10 @@ Python loops run over the masks once and over the few classes present in an imag
 give identical results:
 
 - ``"crops"`` (``sepl.cropped``): masks as boxes + crops (``CroppedMasks``, FiftyOne's
-  instance-mask layout), packed to bits word-aligned with the image; it touches each mask's
-  box only. The default for numpy inputs (full planes are cropped to their tight boxes).
-- ``"planes"``: an (N, H*W) stack packed to bits; torch tensors on a CUDA device are
-  processed on that device by this kernel.
+  instance-mask layout), packed to bits word-aligned with the image; it reads each mask's
+  box only (and only where the seed is not background). The default for ``CroppedMasks``.
+- ``"planes"``: an (N, H*W) stack packed to bits. The default for full-plane inputs
+  (stacks, lists, RLE); torch tensors on a CUDA device are processed on that device.
 """
 
 from __future__ import annotations
@@ -107,8 +107,8 @@ def merge(
         allow_empty: accept an empty mask set (the result is then the CAM fallback alone);
             by default an empty set is an error, since it usually means a failed mask run.
         name: the image's id, used in error messages.
-        kernel: ``"auto"`` (crops, except for CUDA tensors), ``"crops"`` or ``"planes"``;
-            all give identical results (see the module docstring).
+        kernel: ``"auto"`` (crops for ``CroppedMasks``, planes for full-plane inputs),
+            ``"crops"`` or ``"planes"``; all give identical results (module docstring).
 
     Returns:
         MergeResult with ``labels`` (H, W) uint8 and per-mask ``records``.
@@ -351,9 +351,11 @@ def _kernel(masks: Any, shape: Tuple[int, int], kernel: str, name):
             raise SeplError("the crops kernel runs on the CPU; CUDA mask tensors use kernel='planes'",
                             hint="pass kernel='auto', or move the masks to the CPU", sample=name)
         return _Masks(stack)
-    if kernel == "planes":
-        return _Masks(stack, shape)
-    return CropKernel(CroppedMasks.from_planes(stack.reshape(-1, *shape)))
+    if kernel == "crops":
+        return CropKernel(CroppedMasks.from_planes(stack.reshape(-1, *shape)))
+    # a full stack: finding the boxes reads every plane once, as the packing does, so the
+    # planes kernel is as fast here (benchmarks/bench_merge.py)
+    return _Masks(stack, shape)
 
 
 def _value_counts(flat: np.ndarray) -> np.ndarray:

@@ -194,6 +194,7 @@ class CropKernel:
         self.torch = False
         self._boxes = masks.boxes.tolist()
         self._area: Optional[np.ndarray] = None
+        self.region: Optional[Tuple[int, int, int, int]] = None  # box of the last ``inters`` sets
 
     def area(self) -> np.ndarray:
         """(N,) int64 pixel count of each mask (a by-product of ``inters`` for the masks
@@ -222,6 +223,7 @@ class CropKernel:
         if rows.size == 0:
             return out
         region = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+        self.region = region  # every pixel of the sets lies inside
         rx0, ry0, rx1, ry1 = region
         planes = pack_rows(sets[:, ry0:ry1, rx0:rx1])  # (K, rows * ww) words
         ww = -(-(rx1 - rx0) // _WORD)
@@ -298,18 +300,29 @@ class CropKernel:
             k = end
         return np.concatenate(out) if len(out) > 1 else out[0]
 
-    def union(self, rows: np.ndarray) -> Optional[np.ndarray]:
-        """(H*W,) bool union of the given masks, or None for no rows."""
+    def union(self, rows: np.ndarray, within: Optional[Tuple[int, int, int, int]] = None) -> Optional[np.ndarray]:
+        """(H*W,) bool union of the given masks, or None for no rows. With ``within``
+        (``[x0, y0, x1, y1]``), only pixels inside that box are set (for a caller that reads
+        the union only there)."""
         rows = np.asarray(rows)
         if rows.size == 0:
             return None
         out = np.zeros((self.h, self.w), bool)
         boxes, crops = self._boxes, self.masks.crops
+        if within is None:
+            for k in rows.tolist():
+                x0, y0, x1, y1 = boxes[k]
+                if x1 > x0:
+                    sub = out[y0:y1, x0:x1]
+                    np.logical_or(sub, crops[k], out=sub)
+            return out.reshape(-1)
+        wx0, wy0, wx1, wy1 = within
         for k in rows.tolist():
             x0, y0, x1, y1 = boxes[k]
-            if x1 > x0:
-                sub = out[y0:y1, x0:x1]
-                np.logical_or(sub, crops[k], out=sub)
+            ix0, iy0, ix1, iy1 = max(x0, wx0), max(y0, wy0), min(x1, wx1), min(y1, wy1)
+            if ix1 > ix0 and iy1 > iy0:
+                sub = out[iy0:iy1, ix0:ix1]
+                np.logical_or(sub, crops[k][iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0], out=sub)
         return out.reshape(-1)
 
     def max_key(self, rows: np.ndarray, keys: np.ndarray, pixels: np.ndarray) -> np.ndarray:

@@ -369,7 +369,7 @@ def _value_counts(flat: np.ndarray) -> np.ndarray:
     if flat.dtype != np.uint8:
         return np.bincount(flat, minlength=1)
     # bit v set for each value v < 32 present (numpy defines 1 << v = 0 for v >= 32)
-    low = int(np.bitwise_or.reduce(np.left_shift(np.uint32(1), flat.astype(np.uint32))))
+    low = int(np.bitwise_or.reduce(np.left_shift(np.uint32(1), flat, dtype=np.uint32)))
     high = flat >= 32
     rest = np.bincount(flat[high], minlength=1) if high.any() else np.zeros(1, np.int64)
     counts = np.zeros(max(rest.size, low.bit_length(), 1), np.int64)

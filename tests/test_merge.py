@@ -466,3 +466,12 @@ def test_cropped_masks_bad_input():
         merge(np.zeros((8, 8), np.uint8), cm, name="img3")
     with pytest.raises(SeplError, match="kernel"):
         merge(np.zeros((10, 10), np.uint8), cm, kernel="gpu")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([0, 1, 2, 20, 31, 32, 33, 80, 254, 255]), max_size=80), st.booleans())
+def test_value_counts_equal_bincount(values, wide):
+    from sepl.merge import _value_counts
+
+    flat = np.array(values, np.int64 if wide else np.uint8)
+    assert np.array_equal(_value_counts(flat), np.bincount(flat, minlength=1))

@@ -272,14 +272,20 @@ class CropKernel:
     def _pack(self, live, x0, y0, x1, y1, w0, nw, words, origin) -> np.ndarray:
         """The clipped crops of masks ``live`` copied into rows of whole 64-pixel words
         (word-aligned with the region) and packed: (sum(words),) uint64."""
-        crops, boxes = self.masks.crops, self._boxes
+        crops, boxes = self.masks.crops, self.masks.boxes
         ox, oy = origin
-        out = []
-        k, n = 0, live.size
+        bx0, by0 = boxes[live, 0] - ox, boxes[live, 1] - oy
+        # per mask: staging bytes, staged row width, crop slice (None: the whole crop)
         nbytes_all = (words * _WORD).tolist()
+        rows_all = (y1 - y0).tolist()
         widths = (nw * _WORD).tolist()
         lefts = (x0 - w0 * _WORD).tolist()
-        cx0, cy0, cx1, cy1 = x0.tolist(), y0.tolist(), x1.tolist(), y1.tolist()
+        rights = (x1 - w0 * _WORD).tolist()
+        whole = ((x0 == bx0) & (y0 == by0) & (x1 == boxes[live, 2] - ox) & (y1 == boxes[live, 3] - oy)).tolist()
+        sy0, sy1, sx0, sx1 = (y0 - by0).tolist(), (y1 - by0).tolist(), (x0 - bx0).tolist(), (x1 - bx0).tolist()
+        ids = live.tolist()
+        out = []
+        k, n = 0, live.size
         while k < n:
             # one chunk of masks whose staging buffer stays below _CHUNK_BYTES (at least one mask)
             end, size = k, 0
@@ -289,12 +295,11 @@ class CropKernel:
             buf = np.zeros(size, bool)
             pos = 0
             for j in range(k, end):
-                m = int(live[j])
-                bx0, by0 = boxes[m][0] - ox, boxes[m][1] - oy
+                crop = crops[ids[j]]
+                if not whole[j]:
+                    crop = crop[sy0[j]:sy1[j], sx0[j]:sx1[j]]
                 nb = nbytes_all[j]
-                left = lefts[j]
-                buf[pos:pos + nb].reshape(cy1[j] - cy0[j], widths[j])[:, left:left + cx1[j] - cx0[j]] = \
-                    crops[m][cy0[j] - by0:cy1[j] - by0, cx0[j] - bx0:cx1[j] - bx0]
+                buf[pos:pos + nb].reshape(rows_all[j], widths[j])[:, lefts[j]:rights[j]] = crop
                 pos += nb
             out.append(np.packbits(buf).view(np.uint64))
             k = end

@@ -217,16 +217,20 @@ class CropKernel:
         out = np.zeros((self.n, k), np.int64)
         if self.n == 0 or k == 0:
             return out
-        sets = np.stack(pixel_sets).reshape(k, self.h, self.w)
-        anywhere = sets.any(axis=0)
-        rows, cols = np.flatnonzero(anywhere.any(axis=1)), np.flatnonzero(anywhere.any(axis=0))
+        sets = [np.asarray(p).reshape(self.h, self.w) for p in pixel_sets]
+        row_any = np.logical_or.reduce([p.any(axis=1) for p in sets])
+        col_any = np.logical_or.reduce([p.any(axis=0) for p in sets])
+        rows, cols = np.flatnonzero(row_any), np.flatnonzero(col_any)
         if rows.size == 0:
             return out
         region = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
         self.region = region  # every pixel of the sets lies inside
         rx0, ry0, rx1, ry1 = region
-        planes = pack_rows(sets[:, ry0:ry1, rx0:rx1])  # (K, rows * ww) words
         ww = -(-(rx1 - rx0) // _WORD)
+        staged = np.zeros((k, ry1 - ry0, ww * _WORD), bool)
+        for j, p in enumerate(sets):
+            staged[j, :, : rx1 - rx0] = p[ry0:ry1, rx0:rx1]
+        planes = pack_rows(staged)  # (K, rows * ww) words
         b = self.masks.boxes
         x0, y0 = np.maximum(b[:, 0], rx0), np.maximum(b[:, 1], ry0)
         x1, y1 = np.minimum(b[:, 2], rx1), np.minimum(b[:, 3], ry1)
@@ -242,12 +246,15 @@ class CropKernel:
         packed = self._pack(live, x0, y0, x1, y1, w0, nw, words, (rx0, ry0))
         # buffer word t (mask k, crop row i, word column j) -> region word (y0 + i) * ww + w0 + j:
         # first per crop row r (i = r - first row of k), then per word, with repeats only
-        r = np.arange(int(bh.sum()))
-        first_row = np.concatenate([[0], np.cumsum(bh)])[:-1]
-        base = np.repeat(y0 * ww + w0 - first_row * ww, bh) + r * ww
-        per_row = np.repeat(nw, bh)
-        row_word = np.concatenate([[0], np.cumsum(per_row)])[:-1]
-        where = np.repeat(base - row_word, per_row) + np.arange(int(seg[-1]))
+        # int32 where it fits: half the memory traffic of these index arrays
+        it = np.int32 if int(seg[-1]) + planes.shape[1] < 2 ** 31 else np.int64
+        bh_, nw_ = bh.astype(it), nw.astype(it)
+        r = np.arange(int(bh.sum()), dtype=it)
+        first_row = np.concatenate([np.zeros(1, it), np.cumsum(bh_, dtype=it)])[:-1]
+        base = np.repeat((y0 * ww + w0).astype(it) - first_row * it(ww), bh_) + r * it(ww)
+        per_row = np.repeat(nw_, bh_)
+        row_word = np.concatenate([np.zeros(1, it), np.cumsum(per_row, dtype=it)])[:-1]
+        where = np.repeat(base - row_word, per_row) + np.arange(int(seg[-1]), dtype=it)
         hits = np.empty((k, packed.size), np.uint8)  # popcounts of 64-bit words fit in uint8
         step = 1 << 20  # gather in slices of words: bounded temporaries for huge mask sets
         for s in range(0, packed.size, step):

@@ -1,26 +1,37 @@
-"""Speed of ``sepl.merge.merge`` (official mode) against the released SEPL procedure.
+"""Speed of the SEPL merge kernels against the released SEPL procedure, in one process.
 
-Same inputs for every contender, outputs asserted identical:
+Same inputs for every contender, outputs asserted identical (labels of all of them; the
+per-mask records of the two kernels, both modes):
 
+- ``crops``: ``merge(seed, CroppedMasks, mode="official")``, the boxes + crops kernel on
+  masks held the way FiftyOne stores them (what ``sepl.fo.refine`` passes);
+  ``crops+build`` adds ``CroppedMasks.from_relative`` from relative boxes and crops
+  (FiftyOne's ``bounding_box`` / ``mask``);
+- ``planes``: ``merge(seed, stack, kernel="planes")``, the full-plane bit-packed kernel
+  (the only kernel before the crops one, and the default for a full (N, H, W) stack);
 - ``loop``: an in-memory per-class loop port of ``max_iou_imp2.py`` (one pass over the
-  unclaimed masks per present class; ``sepl.merge.merge_reference_loop``);
-- ``released``: the released procedure itself, reading every mask PNG from the amg.py
-  folder once per present class (``os.scandir`` + ``Image.open`` in the inner loop);
-- ``sepl``: ``merge(seed, masks, mode="official")`` on the in-memory stack, and
-  ``sepl+read``: reading the folder once with ``sepl.amgio`` and then merging.
+  unclaimed masks per present class; ``sepl.merge.merge_reference_loop``), the baseline;
+- ``released`` (``--released``): the released procedure itself, reading every mask PNG of
+  the amg.py folder once per present class, and ``sepl+read`` (reading the folder once
+  with ``sepl.amgio``, then merging).
+- paper mode: ``crops`` and ``planes``.
 
 Seeds: real TransCAM pseudo-labels of size 375x500 from ../shared/data when present (else
 generated scenes of that size); masks: 100 per image, object-like (GT regions shifted,
-split and merged, ellipses) plus a whole-image mask.
+split and merged, ellipses) plus a whole-image and an all-background mask.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_merge.py [--images 12] [--masks 100] [--repeat 5]
+Times are the best of ``--repeat`` consecutive runs per image and contender, as process CPU
+time (steadier on a shared machine) and wall time. ``--avx2`` reruns with numpy's
+AVX-512 kernels switched off (``NPY_DISABLE_CPU_FEATURES``), as on a CPU without AVX-512.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_merge.py [--images 12] [--masks 100] [--repeat 5] [--avx2]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
+import platform
 import sys
 import tempfile
 import time
@@ -32,11 +43,13 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sepl.amgio import read_amg_folder, write_amg_folder  # noqa: E402
+from sepl.cropped import CroppedMasks  # noqa: E402
 from sepl.labelio import read_label  # noqa: E402
 from sepl.merge import merge, merge_reference_loop  # noqa: E402
 from sepl.paths import voc_train_dir  # noqa: E402
 
 SIZE = (375, 500)
+AVX512_DISPATCH = "X86_V4 AVX512_ICL AVX512_SPR"  # numpy's AVX-512 dispatch targets
 
 
 def released_procedure(seed: np.ndarray, folder: str, num_classes: int = 21) -> np.ndarray:
@@ -84,6 +97,17 @@ def object_masks(rng: np.random.Generator, gt: np.ndarray, n: int) -> np.ndarray
     return np.stack(out[:n])
 
 
+def as_fiftyone_stores(masks: np.ndarray):
+    """Relative [x, y, w, h] boxes and tight crops (own arrays), as ``fo.Detection`` holds them
+    (the layout of ``sepl.fo.convert.masks_to_detections``)."""
+    n, h, w = masks.shape
+    tight = CroppedMasks.from_planes(masks)
+    rel = []
+    for x0, y0, x1, y1 in tight.boxes.tolist():
+        rel.append([x0 / w, y0 / h, (x1 - x0) / w, (y1 - y0) / h])
+    return np.array(rel), [c.copy() for c in tight.crops]
+
+
 def load_inputs(num_images: int, num_masks: int, rng):
     root = voc_train_dir()
     pairs = []
@@ -108,13 +132,44 @@ def load_inputs(num_images: int, num_masks: int, rng):
     return [(sid, seed, object_masks(rng, gt, num_masks)) for sid, seed, gt in pairs], source
 
 
-def best_time(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+def cpu_description() -> str:
+    flags = set()
+    model = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    want = ("avx2", "avx512f", "avx512bw", "avx512_vpopcntdq")
+    cpu = ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in want) if flags else "flags unknown"
+    try:
+        from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+
+        disp = ", ".join(f"{d} {'on' if __cpu_features__.get(d) else 'off'}" for d in __cpu_dispatch__)
+    except ImportError:
+        disp = "?"
+    off = os.environ.get("NPY_DISABLE_CPU_FEATURES", "")
+    return (f"CPU: {model}; {os.cpu_count()} cores; {cpu}\n"
+            f"numpy {np.__version__} dispatch targets: {disp}"
+            + (f" (NPY_DISABLE_CPU_FEATURES={off!r})" if off else ""))
+
+
+def timed(fns: dict, repeat: int, slow=("loop", "released", "sepl+read")) -> dict:
+    """Best (cpu, wall) seconds per contender over ``repeat`` consecutive runs (warm caches,
+    as when a merge follows the decoding of its masks); the slow baselines run fewer times."""
+    best = {}
+    for k, fn in fns.items():
+        b = [np.inf, np.inf]
+        for _ in range(max(1, repeat // 2) if k in slow else repeat):
+            c, t = time.process_time(), time.perf_counter()
+            fn()
+            c, t = time.process_time() - c, time.perf_counter() - t
+            b = [min(b[0], c), min(b[1], t)]
+        best[k] = b
+    return best
 
 
 def main() -> None:
@@ -122,40 +177,66 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=12)
     ap.add_argument("--masks", type=int, default=100)
     ap.add_argument("--repeat", type=int, default=5, help="best of this many runs per image and contender")
+    ap.add_argument("--released", action="store_true", help="also time the released PNG-per-class procedure")
+    ap.add_argument("--avx2", action="store_true", help="rerun with numpy's AVX-512 kernels switched off")
     args = ap.parse_args()
+    if args.avx2 and os.environ.get("NPY_DISABLE_CPU_FEATURES") != AVX512_DISPATCH:
+        env = dict(os.environ, NPY_DISABLE_CPU_FEATURES=AVX512_DISPATCH)
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
+    print(cpu_description(), flush=True)
     rng = np.random.default_rng(0)
     inputs, source = load_inputs(args.images, args.masks, rng)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for sid, seed, masks in inputs:
-            folder = os.path.join(tmp, sid)
-            write_amg_folder(folder, masks)
-            ours = merge(seed, masks, mode="official", num_classes=21).labels
-            assert np.array_equal(ours, merge_reference_loop(seed, masks, 21)), sid
-            assert np.array_equal(ours, released_procedure(seed, folder)), sid
-            t_sepl = best_time(lambda: merge(seed, masks, mode="official", num_classes=21), args.repeat)
-            t_paper = best_time(lambda: merge(seed, masks, mode="paper", num_classes=21), args.repeat)
-            t_read = best_time(lambda: merge(seed, read_amg_folder(folder)[0], mode="official", num_classes=21),
-                               max(1, args.repeat // 2))
-            t_loop = best_time(lambda: merge_reference_loop(seed, masks, 21), max(1, args.repeat // 2))
-            t_rel = best_time(lambda: released_procedure(seed, folder), 1)
+            rel, crops = as_fiftyone_stores(masks)
+            cm = CroppedMasks.from_relative(rel, crops, seed.shape)
+            assert np.array_equal(cm.to_planes(), masks), sid
+            ref = merge(seed, masks, mode="official", num_classes=21, kernel="planes")
+            for mode in ("official", "paper"):
+                a = merge(seed, masks, mode=mode, num_classes=21, kernel="planes")
+                b = merge(seed, cm, mode=mode, num_classes=21)
+                assert np.array_equal(a.labels, b.labels), (sid, mode)
+                for key in a.records:
+                    assert np.array_equal(np.asarray(a.records[key]), np.asarray(b.records[key])), (sid, mode, key)
+            assert np.array_equal(ref.labels, merge_reference_loop(seed, masks, 21)), sid
+            fns = {
+                "crops": lambda: merge(seed, cm, mode="official", num_classes=21),
+                "crops+build": lambda: merge(seed, CroppedMasks.from_relative(rel, crops, seed.shape),
+                                             mode="official", num_classes=21),
+                "planes": lambda: merge(seed, masks, mode="official", num_classes=21, kernel="planes"),
+                "paper crops": lambda: merge(seed, cm, mode="paper", num_classes=21),
+                "paper planes": lambda: merge(seed, masks, mode="paper", num_classes=21, kernel="planes"),
+                "loop": lambda: merge_reference_loop(seed, masks, 21),
+            }
+            if args.released:
+                folder = os.path.join(tmp, sid)
+                write_amg_folder(folder, masks)
+                assert np.array_equal(ref.labels, released_procedure(seed, folder)), sid
+                fns["sepl+read"] = lambda: merge(seed, read_amg_folder(folder)[0], mode="official", num_classes=21)
+                fns["released"] = lambda: released_procedure(seed, folder)
+            best = timed(fns, args.repeat)
             ncls = int(((np.unique(seed) > 0) & (np.unique(seed) < 21)).sum())
-            rows.append((sid, ncls, t_sepl, t_read, t_loop, t_rel, t_paper))
-            print(f"{sid}  classes={ncls}  sepl {t_sepl * 1e3:6.2f} ms  sepl+read {t_read * 1e3:7.1f} ms  "
-                  f"loop {t_loop * 1e3:7.1f} ms  released {t_rel * 1e3:7.1f} ms", flush=True)
-    tot = [sum(r[i] for r in rows) for i in range(2, 6)]
+            rows.append(best)
+            print(f"{sid}  classes={ncls}  " + "  ".join(f"{k} {v[0] * 1e3:.2f}" for k, v in best.items())
+                  + f"  (ms CPU)  loop/crops {best['loop'][0] / best['crops'][0]:.1f}x", flush=True)
+    n = len(rows)
     print()
-    print(f"inputs: {len(rows)} images {SIZE[0]}x{SIZE[1]} from {source}, {args.masks} masks each; "
-          f"outputs identical in all three implementations")
-    print(f"mean per image: sepl {tot[0] / len(rows) * 1e3:.2f} ms | sepl incl. reading the PNGs once "
-          f"{tot[1] / len(rows) * 1e3:.1f} ms | per-class loop {tot[2] / len(rows) * 1e3:.1f} ms | "
-          f"released (PNG per class) {tot[3] / len(rows) * 1e3:.1f} ms | "
-          f"sepl paper mode {sum(r[6] for r in rows) / len(rows) * 1e3:.2f} ms")
-    print(f"speed-up vs in-memory per-class loop: {tot[2] / tot[0]:.1f}x "
-          f"(per image: median {statistics.median(r[4] / r[2] for r in rows):.1f}x, "
-          f"min {min(r[4] / r[2] for r in rows):.1f}x)")
-    print(f"speed-up vs released procedure (reads PNGs per class): {tot[3] / tot[0]:.1f}x in memory, "
-          f"{tot[3] / tot[1]:.1f}x when sepl also reads the PNGs (once)")
+    print(f"inputs: {n} images {SIZE[0]}x{SIZE[1]} from {source}, {args.masks} masks each; labels identical "
+          f"in every contender, records identical in both kernels and modes")
+    for clock, i in (("CPU time", 0), ("wall time", 1)):
+        tot = {k: sum(r[k][i] for r in rows) for k in rows[0]}
+        print(f"mean ms/image ({clock}): " + " | ".join(f"{k} {v / n * 1e3:.2f}" for k, v in tot.items()))
+        ratios = [r["loop"][i] / r["crops"][i] for r in rows]
+        print(f"  per-class loop / crops kernel: {tot['loop'] / tot['crops']:.1f}x "
+              f"(per image: median {np.median(ratios):.1f}x, min {min(ratios):.1f}x); "
+              f"loop / planes kernel: {tot['loop'] / tot['planes']:.1f}x; "
+              f"planes / crops: {tot['planes'] / tot['crops']:.2f}x; "
+              f"loop / (crops+build): {tot['loop'] / tot['crops+build']:.1f}x; "
+              f"paper planes / paper crops: {tot['paper planes'] / tot['paper crops']:.2f}x")
+        if args.released:
+            print(f"  released (PNG per class) / crops: {tot['released'] / tot['crops']:.1f}x; "
+                  f"released / sepl+read: {tot['released'] / tot['sepl+read']:.1f}x")
 
 
 if __name__ == "__main__":

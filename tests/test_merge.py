@@ -307,3 +307,171 @@ def test_paper_assigns_by_iou_not_count():
     assert (res.labels[obj] == 7).all()
     off = merge(seed, obj[None], mode="official")
     assert np.array_equal(off.labels, res.labels)
+
+
+# --- the crops kernel (boxes + crops, FiftyOne's layout) == the full-plane kernel == the loop -------
+
+from sepl.cropped import CroppedMasks  # noqa: E402
+
+
+def loose_crops(rng, masks):
+    """The masks as boxes + crops with random False margins around the tight boxes."""
+    n, h, w = masks.shape
+    tight = CroppedMasks.from_planes(masks)
+    boxes, crops = [], []
+    for k, (x0, y0, x1, y1) in enumerate(tight.boxes.tolist()):
+        if x1 > x0 and rng.random() < 0.7:
+            x0, y0 = max(0, x0 - int(rng.integers(0, 70))), max(0, y0 - int(rng.integers(0, 3)))
+            x1, y1 = min(w, x1 + int(rng.integers(0, 70))), min(h, y1 + int(rng.integers(0, 3)))
+        elif x1 == x0 and rng.random() < 0.5:  # an empty mask with a non-empty box
+            x0, y0, x1, y1 = 0, 0, min(w, 3), min(h, 2)
+        boxes.append([x0, y0, x1, y1])
+        crops.append(masks[k, y0:y1, x0:x1].copy())
+    return CroppedMasks((h, w), boxes, crops)
+
+
+def assert_same(a, b, what=""):
+    assert np.array_equal(a.labels, b.labels), what
+    for key in a.records:
+        assert np.array_equal(np.asarray(a.records[key]), np.asarray(b.records[key])), (what, key)
+
+
+@st.composite
+def wide_scenes(draw):
+    """Scenes wide enough for crop rows to span several 64-pixel words."""
+    h, w = draw(st.integers(1, 9)), draw(st.integers(1, 150))
+    c = draw(st.integers(2, 5))
+    seed = np.array(draw(st.lists(st.sampled_from(list(range(c)) + [255]), min_size=h * w, max_size=h * w)),
+                    np.uint8).reshape(h, w)
+    n = draw(st.integers(0, 6))
+    masks = np.zeros((n, h, w), bool)
+    for k in range(n):  # rectangles with holes: boxes at any column, some empty or whole-image
+        y0, x0 = draw(st.integers(0, h - 1)), draw(st.integers(0, w - 1))
+        y1, x1 = draw(st.integers(y0, h)), draw(st.integers(x0, w))
+        masks[k, y0:y1, x0:x1] = True
+        holes = draw(st.lists(st.integers(0, h * w - 1), max_size=8))
+        masks[k].reshape(-1)[holes] = False
+    return seed, masks, c, draw(st.integers(0, 2 ** 32 - 1))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(wide_scenes(), st.sampled_from(["official", "paper"]), st.booleans(),
+       st.sampled_from(["unmasked", "unselected"]))
+def test_crops_kernel_equals_planes_kernel(scene, mode, keep_ignore, fallback):
+    seed, masks, c, r = scene
+    kw = dict(mode=mode, num_classes=c, keep_ignore=keep_ignore, fallback=fallback, allow_empty=True)
+    ref = merge(seed, masks, kernel="planes", **kw)
+    assert_same(ref, merge(seed, masks, kernel="crops", **kw), "tight")
+    assert_same(ref, merge(seed, loose_crops(np.random.default_rng(r), masks), **kw), "loose")
+    if mode == "official" and len(masks) and not keep_ignore:  # the loop port drops ignore pixels
+        assert np.array_equal(ref.labels, merge_reference_loop(seed, masks, c))
+
+
+@settings(max_examples=150, deadline=None)
+@given(scenes(), st.sampled_from(["official", "paper"]))
+def test_crops_kernel_equals_planes_kernel_random_pixels(scene, mode):
+    seed, masks, c, _ = scene
+    ref = merge(seed, masks, mode=mode, num_classes=c, kernel="planes")
+    assert_same(ref, merge(seed, CroppedMasks.from_planes(masks), mode=mode, num_classes=c))
+
+
+def test_crops_kernel_on_transcam_seeds(voc_train, rng):
+    """Both kernels and the loop on real TransCAM seeds with SAM-like synthetic masks (objects
+    shifted and split, a whole-image and an all-background mask, ellipses), both modes."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from bench_merge import as_fiftyone_stores, object_masks
+
+    from sepl.labelio import read_label
+
+    ids = (voc_train / "train.txt").read_text().split()
+    for sid in rng.choice(ids, 5, replace=False):
+        seed = read_label(voc_train / "transcam" / f"{sid}.png")
+        gt = read_label(voc_train / "gt" / f"{sid}.png")
+        masks = object_masks(rng, gt, 60)
+        rel, crops = as_fiftyone_stores(masks)
+        cm = CroppedMasks.from_relative(rel, crops, seed.shape)
+        assert np.array_equal(cm.to_planes(), masks)
+        for mode in ("official", "paper"):
+            ref = merge(seed, masks, mode=mode, num_classes=21, kernel="planes")
+            assert_same(ref, merge(seed, cm, mode=mode, num_classes=21), f"{sid} {mode}")
+            assert_same(ref, merge(seed, loose_crops(rng, masks), mode=mode, num_classes=21), f"{sid} {mode} loose")
+        assert np.array_equal(merge(seed, cm, mode="official", num_classes=21).labels,
+                              merge_reference_loop(seed, masks, 21)), sid
+        gt_seed = gt  # GT as a seed: 255 boundaries exercise the ignore value
+        for mode in ("official", "paper"):
+            ref = merge(gt_seed, masks, mode=mode, num_classes=21, kernel="planes", keep_ignore=True)
+            assert_same(ref, merge(gt_seed, cm, mode=mode, num_classes=21, keep_ignore=True), f"{sid} gt {mode}")
+
+
+def test_crops_kernel_in_chunks(monkeypatch, rng):
+    """A staging buffer smaller than one mask still gives the same result (memory bound)."""
+    import sepl.cropped
+
+    seed = np.zeros((40, 200), np.uint8)
+    seed[5:30, 10:90] = 3
+    seed[10:38, 120:190] = 7
+    masks = random_masks(rng, seed.shape, 25)
+    masks[0] = True
+    ref = merge(seed, masks, mode="paper", kernel="planes")
+    monkeypatch.setattr(sepl.cropped, "_CHUNK_BYTES", 64)
+    assert_same(ref, merge(seed, masks, mode="paper"))
+    assert_same(merge(seed, masks, mode="official", kernel="planes"), merge(seed, masks, mode="official"))
+
+
+def test_from_relative_maps_pixels_as_the_fiftyone_loader(rng):
+    """CroppedMasks.from_relative == sepl.fo.convert.detections_to_masks on fo.Detections:
+    rounding of relative boxes, clipping, boxes without a mask, crops of another size."""
+    fo = pytest.importorskip("fiftyone")
+    from sepl.fo.convert import detections_to_masks, masks_to_detections
+
+    h, w = 37, 83
+    masks = random_masks(rng, (h, w), 12)
+    masks[3] = False
+    dets = masks_to_detections(masks)
+    extra = [
+        fo.Detection(bounding_box=[0.1, 0.2, 0.3, 0.4]),  # no mask: the whole box
+        fo.Detection(bounding_box=[0.5, 0.5, 0.25, 0.25], mask=rng.random((4, 30)) > 0.5),  # resized
+        fo.Detection(bounding_box=[-0.1, 0.9, 0.5, 0.5], mask=rng.random((18, 41)) > 0.5),  # clipped
+        fo.Detection(bounding_box=[1.2, 0.1, 0.1, 0.1], mask=np.ones((3, 3), bool)),  # outside: empty
+        fo.Detection(bounding_box=[0.5 / w, 2.5 / h, 1.5 / w, 3.0 / h],  # half-pixel edges
+                     mask=(rng.random((3, 2)) > 0.3).astype(np.uint8)),
+    ]
+    dets.detections.extend(extra)
+    ref = detections_to_masks(dets, h, w)
+    boxes = [d.bounding_box for d in dets.detections]
+    crops = [d.mask for d in dets.detections]
+    cm = CroppedMasks.from_relative(boxes, crops, (h, w))
+    assert np.array_equal(cm.to_planes(), ref)
+    seed = np.zeros((h, w), np.uint8)
+    seed[5:25, 10:60] = 2
+    for mode in ("official", "paper"):
+        assert_same(merge(seed, ref, mode=mode, kernel="planes"), merge(seed, cm, mode=mode))
+
+
+def test_cropped_masks_bad_input():
+    with pytest.raises(SeplError, match="outside the 10x10 image"):
+        CroppedMasks((10, 10), [[0, 0, 11, 5]], [np.ones((5, 11), bool)], name="img3")
+    with pytest.raises(SeplError, match="crop is"):
+        CroppedMasks((10, 10), [[0, 0, 4, 5]], [np.ones((4, 4), bool)])
+    with pytest.raises(SeplError, match="2 boxes but 1 crops"):
+        CroppedMasks((10, 10), [[0, 0, 4, 5], [0, 0, 1, 1]], [np.ones((5, 4), bool)])
+    with pytest.raises(SeplError, match="not binary"):
+        CroppedMasks((10, 10), [[0, 0, 2, 2]], [np.full((2, 2), 7)])
+    cm = CroppedMasks((10, 10), [[0, 0, 2, 2]], [np.full((2, 2), 255, np.uint8)])
+    assert cm.crops[0].dtype == bool and cm.to_planes().sum() == 4
+    with pytest.raises(SeplError, match="img3.*10x10 but the seed is 8x8"):
+        merge(np.zeros((8, 8), np.uint8), cm, name="img3")
+    with pytest.raises(SeplError, match="kernel"):
+        merge(np.zeros((10, 10), np.uint8), cm, kernel="gpu")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([0, 1, 2, 20, 31, 32, 33, 80, 254, 255]), max_size=80), st.booleans())
+def test_value_counts_equal_bincount(values, wide):
+    from sepl.merge import _value_counts
+
+    flat = np.array(values, np.int64 if wide else np.uint8)
+    assert np.array_equal(_value_counts(flat), np.bincount(flat, minlength=1))

@@ -168,9 +168,10 @@ def _seed_worker(worker_id: int) -> None:
 
 
 def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    """``torch.device`` for CAM training (``sepl.device.resolve_device``)."""
+    from ..device import resolve_device as _resolve
+
+    return _resolve(device, "CAM training")
 
 
 def make_optimizer(model: CAMNet, cfg: TrainConfig) -> torch.optim.Optimizer:

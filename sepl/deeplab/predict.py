@@ -71,7 +71,9 @@ def load_checkpoint(path: str | os.PathLike, device: Optional[str] = None) -> Tu
     # the architecture only: the trained weights replace whatever the builder loads
     model, _ = _quiet_build(args["model"], num_classes, args.get("aux_loss", False))
     model.load_state_dict(ckpt["model"])
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    from ..device import resolve_device
+
+    device = resolve_device(device, "DeepLab prediction")
     model.to(device).eval()
     meta = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "scheduler", "scaler")}
     return model, meta

@@ -7,6 +7,11 @@ SGD with poly learning-rate decay per iteration, random scale/crop/flip, mixed p
 CUDA, validation mIoU after every epoch with :class:`sepl.metrics.ConfusionMatrix`, a
 checkpoint dict ``{model, optimizer, scheduler, epoch, args, ...}`` after every epoch
 (``--resume`` continues from it), ``metrics.jsonl`` and ``loss.png`` / ``miou.png``.
+
+Pieces: ``train_one_epoch``, ``evaluate``, ``checkpoint_state`` / ``save_checkpoint`` /
+``load_checkpoint`` / ``resume_from`` (tensors and plain values only, read with
+``weights_only=True``), ``build_datasets`` / ``build_loader`` / ``build_optimizer``, and
+``train`` composing them.
 """
 
 from __future__ import annotations
@@ -154,35 +159,50 @@ def _prepare_out_dir(config: TrainConfig) -> Path:
     return out
 
 
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def _seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
-def train(config: TrainConfig, progress: Optional[Progress] = None, verbose: bool = True) -> Dict[str, object]:
-    """Run (or resume) the training described by ``config``.
+def save_checkpoint(state: Dict[str, object], path: str | os.PathLike) -> None:
+    """Write a checkpoint dict atomically (a crash mid-write leaves the previous one).
 
-    ``progress(fraction, message)`` is called after every iteration and every validation.
-    Returns a summary: ``best_miou`` / ``last_miou`` (None without a validation split),
-    ``epochs`` done, ``checkpoint``, ``best_checkpoint``, ``metrics_log``, ``iters_per_s``
-    (training speed of the last epoch, data loading included), ``device``, ``backbone_init``.
+    Keep ``state`` to tensors and plain Python values (dict, list, str, int, float, bool,
+    None): ``load_checkpoint`` reads with ``weights_only=True``.
     """
-    if config.batch_size < 2:
-        raise SeplError(f"batch size {config.batch_size} is too small", hint="use 2 or more: batch norm needs it")
-    if config.epochs < 1 or (config.iters_per_epoch is not None and config.iters_per_epoch < 1):
-        raise SeplError("epochs and iterations per epoch must be at least 1")
-    out = _prepare_out_dir(config)
-    num_classes, classes = _classes(config)
-    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    _seed_all(config.seed)
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
 
+
+def load_checkpoint(path: str | os.PathLike) -> Dict[str, object]:
+    """A checkpoint dict written by ``save_checkpoint``, on the CPU, read with
+    ``weights_only=True`` (no code in the file is run)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several kinds for corrupt or foreign files
+        raise SeplError(f"cannot read checkpoint {path}: {e}",
+                        hint="the file is corrupt or not a sepl DeepLab checkpoint; start a new run folder")
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "args" not in ckpt:
+        raise SeplError(f"{path} is not a sepl DeepLab checkpoint (no 'model'/'args')")
+    return ckpt
+
+
+def checkpoint_state(model, optimizer, scheduler, scaler, epoch: int, args: Dict[str, object],
+                     **meta: object) -> Dict[str, object]:
+    """The resumable checkpoint dict (torchvision references layout): ``model``,
+    ``optimizer``, ``scheduler``, ``scaler`` (None without AMP), ``epoch``, ``args``, plus
+    ``meta`` (``num_classes``, ``classes``, ``best_miou``, ``miou``, ``backbone_init``)."""
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
+            "epoch": int(epoch), "args": args, **meta}
+
+
+def build_datasets(config: TrainConfig, verbose: bool = True):
+    """(train, val) ``SegmentationFolder``s of ``config.data_dir``; val is None without a
+    validation list (or an empty one)."""
     train_ds = SegmentationFolder(config.data_dir, config.train_split,
                                   train_transforms(config.crop_size, config.scale_min, config.scale_max))
     if len(train_ds) < 2:
@@ -198,46 +218,91 @@ def train(config: TrainConfig, progress: Optional[Progress] = None, verbose: boo
                 val_ds = None
         if val_ds is None and verbose:
             print(f"no '{config.val_split}' images in {config.data_dir}: training without validation", flush=True)
+    return train_ds, val_ds
 
-    batch_size = min(config.batch_size, len(train_ds))
+
+def build_loader(train_ds, config: TrainConfig, device) -> torch.utils.data.DataLoader:
+    """The shuffled training loader, seeded by ``config.seed``."""
     generator = torch.Generator().manual_seed(config.seed)
     # drop_last: a final batch of 1 would break batch norm in the ASPP pooling branch
-    loader = torch.utils.data.DataLoader(
-        train_ds, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=config.workers,
-        pin_memory=device.type == "cuda", generator=generator, persistent_workers=False)
-    iters = len(loader) if config.iters_per_epoch is None else min(len(loader), config.iters_per_epoch)
-    total_iters = iters * config.epochs
+    return torch.utils.data.DataLoader(
+        train_ds, batch_size=min(config.batch_size, len(train_ds)), shuffle=True, drop_last=True,
+        num_workers=config.workers, pin_memory=device.type == "cuda", generator=generator,
+        persistent_workers=False)
 
-    model, backbone_init = build_model(config.model, num_classes, config.backbone_weights, config.aux_loss)
-    model.to(device)
+
+def build_optimizer(model, config: TrainConfig, total_iters: int):
+    """SGD (backbone, head, aux head at 10x lr) and the per-iteration poly schedule."""
     groups = [{"params": [p for p in model.backbone.parameters() if p.requires_grad]},
               {"params": [p for p in model.classifier.parameters() if p.requires_grad]}]
     if model.aux_classifier is not None:
         groups.append({"params": list(model.aux_classifier.parameters()), "lr": config.lr * 10})
     optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lambda(total_iters, config.poly_power))
+    return optimizer, scheduler
+
+
+def resume_from(path: Path, model, optimizer, scheduler, scaler, config: TrainConfig,
+                num_classes: int) -> Dict[str, object]:
+    """Load the training state of checkpoint ``path`` into the given objects (refusing one
+    of another model or class count); returns the checkpoint dict."""
+    ckpt = load_checkpoint(path)
+    old = ckpt["args"]
+    if old["model"] != config.model or int(ckpt["num_classes"]) != num_classes:
+        raise SeplError(f"the checkpoint in {path.parent} is a {old['model']} with {ckpt['num_classes']} classes, "
+                        f"not a {config.model} with {num_classes}",
+                        hint="resume with the same model and data, or start a new run folder")
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    if scaler is not None and ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
+    return ckpt
+
+
+def _plain_args(config: TrainConfig, num_classes: int) -> Dict[str, object]:
+    """The run's settings as plain values (paths as strings) for the checkpoint and config.json."""
+    return {k: os.fspath(v) if isinstance(v, os.PathLike) else v
+            for k, v in dict(config.to_dict(), num_classes=num_classes).items()}
+
+
+def train(config: TrainConfig, progress: Optional[Progress] = None, verbose: bool = True) -> Dict[str, object]:
+    """Run (or resume) the training described by ``config``.
+
+    ``progress(fraction, message)`` is called after every iteration and every validation.
+    Returns a summary: ``best_miou`` / ``last_miou`` (None without a validation split),
+    ``epochs`` done, ``checkpoint``, ``best_checkpoint``, ``metrics_log``, ``iters_per_s``
+    (training speed of the last epoch, data loading included), ``device``, ``backbone_init``.
+    """
+    from ..device import resolve_device
+
+    if config.batch_size < 2:
+        raise SeplError(f"batch size {config.batch_size} is too small", hint="use 2 or more: batch norm needs it")
+    if config.epochs < 1 or (config.iters_per_epoch is not None and config.iters_per_epoch < 1):
+        raise SeplError("epochs and iterations per epoch must be at least 1")
+    out = _prepare_out_dir(config)
+    num_classes, classes = _classes(config)
+    device = resolve_device(config.device, "DeepLab training")
+    _seed_all(config.seed)
+    train_ds, val_ds = build_datasets(config, verbose)
+    loader = build_loader(train_ds, config, device)
+    iters = len(loader) if config.iters_per_epoch is None else min(len(loader), config.iters_per_epoch)
+    total_iters = iters * config.epochs
+
+    model, backbone_init = build_model(config.model, num_classes, config.backbone_weights, config.aux_loss)
+    model.to(device)
+    optimizer, scheduler = build_optimizer(model, config, total_iters)
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda") if use_amp else None
-
     start_epoch, best = 0, None
     if config.resume:
-        ckpt = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=False)
-        old = ckpt["args"]
-        if old["model"] != config.model or int(ckpt["num_classes"]) != num_classes:
-            raise SeplError(f"the checkpoint in {out} is a {old['model']} with {ckpt['num_classes']} classes, "
-                            f"not a {config.model} with {num_classes}",
-                            hint="resume with the same model and data, or start a new run folder")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if scaler is not None and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
+        ckpt = resume_from(out / CHECKPOINT, model, optimizer, scheduler, scaler, config, num_classes)
         start_epoch, best = int(ckpt["epoch"]) + 1, ckpt.get("best_miou")
         backbone_init = ckpt.get("backbone_init", backbone_init)
         if verbose:
             print(f"resumed from {out / CHECKPOINT} after epoch {ckpt['epoch']}", flush=True)
 
-    args = dict(config.to_dict(), num_classes=num_classes)
+    args = _plain_args(config, num_classes)
     (out / "config.json").write_text(json.dumps(dict(args, classes=classes, backbone_init=backbone_init), indent=2))
     log = MetricsLog(out / "metrics.jsonl")
     if verbose:
@@ -255,37 +320,42 @@ def train(config: TrainConfig, progress: Optional[Progress] = None, verbose: boo
         stats = train_one_epoch(model, optimizer, scheduler, loader, device, epoch, iters, scaler,
                                 config.print_freq, on_iter, log, verbose)
         speed = stats["iters_per_s"]
-        record = dict(type="epoch", epoch=epoch, loss=stats["loss"], iters_per_s=speed,
-                      lr=optimizer.param_groups[0]["lr"])
         if val_ds is not None:
-            metrics = evaluate(model, val_ds, device, num_classes, config.eval_mode, config.crop_size, use_amp)
-            last = metrics["miou"]  # None when the split has no labelled pixel
-            log.append(dict(type="val", epoch=epoch, **metrics))
-            shown = "n/a (no labelled pixels)" if last is None else f"{100 * last:.2f}"
-            if verbose:
-                print(f"epoch {epoch}: validation mIoU {shown} on {len(val_ds)} images", flush=True)
+            last = _validate(model, val_ds, device, num_classes, config, use_amp, epoch, log, verbose)
             if progress is not None:
+                shown = "n/a (no labelled pixels)" if last is None else f"{100 * last:.2f}"
                 progress(min((epoch + 1) * iters / max(total_iters, 1), 1.0),
                          f"epoch {epoch + 1}/{config.epochs}: validation mIoU {shown}")
-        log.append(record)
+        log.append(dict(type="epoch", epoch=epoch, loss=stats["loss"], iters_per_s=speed,
+                        lr=optimizer.param_groups[0]["lr"]))
         is_best = last is not None and (best is None or last > best)
         if is_best:
             best = last
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "epoch": epoch, "args": args,
-                 "scaler": scaler.state_dict() if scaler is not None else None,
-                 "num_classes": num_classes, "classes": classes, "best_miou": best, "miou": last,
-                 "backbone_init": backbone_init}
-        _atomic_save(state, out / CHECKPOINT)
+        meta = dict(num_classes=num_classes, classes=list(classes), best_miou=best, miou=last,
+                    backbone_init=backbone_init)
+        state = checkpoint_state(model, optimizer, scheduler, scaler, epoch, args, **meta)
+        save_checkpoint(state, out / CHECKPOINT)
         if is_best or val_ds is None:
-            _atomic_save({k: state[k] for k in ("model", "epoch", "args", "num_classes", "classes", "miou",
-                                                "backbone_init")}, out / BEST)
+            save_checkpoint({k: state[k] for k in ("model", "epoch", "args", "num_classes", "classes", "miou",
+                                                   "backbone_init")}, out / BEST)
         plot_metrics(log, out)
 
     return {"best_miou": best, "last_miou": last, "epochs": config.epochs, "checkpoint": str(out / CHECKPOINT),
             "best_checkpoint": str(out / BEST), "metrics_log": str(log.path), "iters_per_s": speed,
             "device": str(device), "backbone_init": backbone_init, "num_classes": num_classes,
             "classes": classes}
+
+
+def _validate(model, val_ds, device, num_classes: int, config: TrainConfig, use_amp: bool, epoch: int,
+              log: MetricsLog, verbose: bool) -> Optional[float]:
+    """``evaluate`` on the validation split, logged; the mIoU (None: no labelled pixel)."""
+    metrics = evaluate(model, val_ds, device, num_classes, config.eval_mode, config.crop_size, use_amp)
+    log.append(dict(type="val", epoch=epoch, **metrics))
+    if verbose:
+        last = metrics["miou"]
+        shown = "n/a (no labelled pixels)" if last is None else f"{100 * last:.2f}"
+        print(f"epoch {epoch}: validation mIoU {shown} on {len(val_ds)} images", flush=True)
+    return metrics["miou"]
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:

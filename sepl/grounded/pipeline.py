@@ -220,9 +220,8 @@ class GroundedConfig:
 
 
 def resolve_device(device: str) -> str:
-    """``"auto"`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``; other values unchanged."""
-    if device != "auto":
-        return device
-    import torch
+    """The device name for the detector and SAM (``sepl.device.resolve_device``, as a string:
+    Grounding DINO's own code takes device names)."""
+    from ..device import resolve_device as _resolve
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(_resolve(device, "Grounded-SAM"))

@@ -15,18 +15,10 @@ T = TypeVar("T")
 
 
 def resolve_device(device: str = "auto"):
-    """``torch.device`` for "auto" (cuda, else mps, else cpu), or the one named."""
-    torch = require("torch", "SAM masks")
-    if device in (None, "auto"):
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SeplError(f"device '{device}' was asked for but CUDA is not available", hint="use --device cpu or auto")
-    return dev
+    """``torch.device`` for SAM (``sepl.device.resolve_device``)."""
+    from ..device import resolve_device as _resolve
+
+    return _resolve(device, "SAM masks")
 
 
 def resolve_dtype(dtype: Optional[str]):

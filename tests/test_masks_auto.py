@@ -195,3 +195,104 @@ def test_empty_result_and_bad_image(sam, scenes):
     assert len(ms) == 0 and ms.masks.shape == (0, 150, 200)
     with pytest.raises(SeplError, match="uint8"):
         SamAutoMasks(sam).generate(np.zeros((10, 10, 3), np.float32))
+
+
+def _reference_cleanup(mask: np.ndarray, area: int):
+    """segment-anything's clean-up of one mask, as ``postprocess_small_regions`` runs it."""
+    from segment_anything.utils.amg import remove_small_regions
+
+    m, holes = remove_small_regions(mask, area, mode="holes")
+    m, islands = remove_small_regions(m, area, mode="islands")
+    return m, holes or islands
+
+
+def _random_mask(rng, h: int, w: int, kind=None) -> np.ndarray:
+    kind = rng.integers(4) if kind is None else kind
+    if kind == 0:  # speckle: many islands and holes
+        return rng.random((h, w)) < rng.uniform(0.05, 0.7)
+    m = np.zeros((h, w), bool)
+    side = int(rng.integers(1, 3)) if kind == 3 else None
+    for _ in range(rng.integers(1, 7)):
+        s = side or int(rng.integers(1, 5))
+        y, x = rng.integers(0, max(1, h - s + 1)), rng.integers(0, max(1, w - s + 1))
+        m[y:y + s, x:x + s] = True  # kind 3: equal squares, so the largest islands often tie
+    return ~m if kind == 2 else m
+
+
+def _raster_first_differs(mask: np.ndarray, area: int) -> bool:
+    """Whether keeping the tied largest island met first in raster order (what labelling
+    with scipy did) would keep another island than segment-anything."""
+    import cv2
+
+    from segment_anything.utils.amg import remove_small_regions
+
+    filled, _ = remove_small_regions(mask, area, mode="holes")
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(filled.astype(np.uint8), 8)
+    sizes = stats[1:, cv2.CC_STAT_AREA]
+    if n < 3 or sizes.max() >= area or (sizes == sizes.max()).sum() < 2:
+        return False
+    tied = np.flatnonzero(sizes == sizes.max()) + 1
+    first = lab.ravel()[np.isin(lab.ravel(), tied)][0]
+    return int(first) != int(tied[0])
+
+
+def test_small_region_cleanup_matches_segment_anything(monkeypatch):
+    """Every mask equals segment-anything's ``remove_small_regions`` (holes, then islands),
+    with the same changed flag, on 320 random masks, including islands that tie for largest
+    (where the island kept depends on cv2's numbering)."""
+    from sepl.masks import sam_auto
+    from sepl.masks.sam_auto import clean_small_regions
+
+    monkeypatch.setattr(sam_auto, "_LABEL_CHUNK_PIXELS", 2000)  # several cv2 calls per stack too
+    rng = np.random.default_rng(0)
+    cases = raster_differs = 0
+    for rep in range(40):
+        h = int(rng.integers(2, 6)) if rep % 3 == 0 else int(rng.integers(5, 50))
+        w = int(rng.integers(3, 50))
+        # short masks of equal islands: ties where block order and raster order disagree
+        stack = np.stack([_random_mask(rng, h, w, 3 if rep % 3 == 0 else None) for _ in range(8)])
+        area = int(rng.integers(2, 12)) if rep % 3 else 5
+        got, changed = clean_small_regions(stack, area)
+        assert got.shape == stack.shape and got.dtype == bool and changed.shape == (8,)
+        for k in range(8):
+            ref, ref_changed = _reference_cleanup(stack[k], area)
+            assert np.array_equal(got[k], ref), (rep, k)
+            assert changed[k] == ref_changed, (rep, k)
+            raster_differs += _raster_first_differs(stack[k], area)
+            cases += 1
+    assert cases == 320 and raster_differs >= 5  # the ties that scipy's numbering broke wrongly
+    # one by hand: islands (0, 3) and (1, 0) tie; cv2 scans 2x2 blocks, so it numbers (1, 0) first
+    m = np.zeros((4, 6), bool)
+    m[0, 3] = m[1, 0] = True
+    got, changed = clean_small_regions(m[None], 2)
+    expected = np.zeros_like(m)
+    expected[1, 0] = True
+    assert np.array_equal(got[0], expected) and changed[0]
+    assert np.array_equal(_reference_cleanup(m, 2)[0], expected)
+    # nothing to do: the masks and flags come back unchanged
+    got, changed = clean_small_regions(np.zeros((2, 5, 5), bool), 3)
+    assert not got.any() and not changed.any()
+
+
+def test_postprocess_small_regions_matches_stock():
+    """The clean-up + NMS equals ``SamAutomaticMaskGenerator.postprocess_small_regions``:
+    same masks kept, same order, boxes recomputed only for changed masks."""
+    from segment_anything.utils.amg import MaskData, batched_mask_to_box, mask_to_rle_pytorch, rle_to_mask
+
+    from sepl.masks.sam_auto import remove_small_regions_batched
+
+    rng = np.random.default_rng(3)
+    base = np.stack([_random_mask(rng, 30, 40) for _ in range(12)])
+    masks = np.concatenate([base, base[:6]])  # duplicates, for the NMS to remove
+    masks[12:, 0, 0] ^= True  # ... differing by a pixel that the clean-up may remove
+    tm = torch.as_tensor(masks)
+    boxes = batched_mask_to_box(tm).float()
+    data = MaskData(rles=mask_to_rle_pytorch(tm), boxes=boxes.clone(), iou_preds=torch.arange(len(masks)).float())
+    SamAutomaticMaskGenerator.postprocess_small_regions(data, 6, 0.7)
+    ours = remove_small_regions_batched(dict(masks=masks, boxes=boxes.numpy(), iou_preds=np.arange(len(masks), dtype=np.float32)),
+                                        6, 0.7)
+    ref_masks = np.stack([rle_to_mask(r) for r in data["rles"]])
+    assert 0 < len(ref_masks) < len(masks)
+    assert np.array_equal(ours["masks"], ref_masks)
+    assert np.array_equal(ours["iou_preds"], data["iou_preds"].numpy())
+    assert np.allclose(ours["boxes"], data["boxes"].numpy())

@@ -1,7 +1,16 @@
 """SAM automatic masks: the grid-of-points pipeline, batched across images and prompts.
 
-Produces the masks ``segment_anything.SamAutomaticMaskGenerator`` produces with the same
-settings, in the same order, faster:
+``SamAutoMasks`` has ``segment_anything.SamAutomaticMaskGenerator``'s settings and steps.
+What holds:
+- ``image_batch=1`` with the stock ``points_per_batch`` (64) runs the stock generator's
+  arithmetic in its order: the same masks, in the same order, with the same scores and boxes
+  (tested with the box NMS, the crop NMS and the small-region clean-up all changing the result);
+- ``image_batch > 1`` encodes several images (and crops) at once; batched matrix products
+  round differently (features ~1e-6 apart on some CPUs), so a mask near a threshold may move
+  by a pixel and an NMS or filter decision near its threshold may flip: the masks agree up to
+  float rounding (same number, each with a stock mask of IoU >= 0.99 in the tests), not bit
+  for bit. Another ``points_per_batch`` changes the decoder's batches in the same way.
+Faster because:
 - the image encoder runs on several images (and crops) at once;
 - a batch of point prompts is filtered by predicted IoU *before* its low-resolution
   logits are upscaled to the image (the upscale is per mask, so the kept masks are equal);
@@ -30,8 +39,8 @@ class SamAutoMasks(MaskSource):
     Arguments (as ``SamAutomaticMaskGenerator``'s):
       sam (Sam): the model.
       points_per_side (int): grid points per side (points_per_side**2 prompts per crop).
-      points_per_batch (int): prompts decoded at once (halved on CUDA out-of-memory;
-        does not change the result).
+      points_per_batch (int): prompts decoded at once (halved on CUDA out-of-memory);
+        other sizes round differently in the last float bits (see the module docstring).
       pred_iou_thresh (float): keep masks whose predicted IoU is > this (0 = off).
       stability_score_thresh (float): keep masks whose stability score is >= this (0 = off).
       stability_score_offset (float): logit offset of the stability score.
@@ -41,7 +50,8 @@ class SamAutoMasks(MaskSource):
       crop_overlap_ratio (float): overlap of crops in the first layer.
       crop_n_points_downscale_factor (int): points per side shrink by this per layer.
       min_mask_region_area (int): holes and islands smaller than this are removed (0 = off).
-      image_batch (int): images (or crops) encoded at once.
+      image_batch (int): images (or crops) encoded at once; 1 gives the stock generator's
+        output exactly, more gives it up to float rounding.
       dtype (str or None): "bfloat16"/"float16" autocast for the image encoder (GPU).
       model_type (str): recorded with the masks.
     """

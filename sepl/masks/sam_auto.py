@@ -14,9 +14,8 @@ Faster because:
 - the image encoder runs on several images (and crops) at once;
 - a batch of point prompts is filtered by predicted IoU *before* its low-resolution
   logits are upscaled to the image (the upscale is per mask, so the kept masks are equal);
-- masks stay boolean tensors (no RLE round trip per mask);
-- small-region clean-up labels all masks in one cv2 call (no per-mask loop), numbering each
-  mask's regions as cv2 does alone, so ties break as in segment-anything.
+- masks stay boolean tensors (no RLE round trip per mask).
+The small-region clean-up is segment-anything's own ``remove_small_regions``, mask by mask.
 """
 
 from __future__ import annotations
@@ -181,97 +180,35 @@ class SamAutoMasks(MaskSource):
                        crop_boxes=out["crop_boxes"].astype(np.float32))
 
 
-# Pixels labelled per cv2 call in the clean-up (labels are int32: 4 bytes each).
-_LABEL_CHUNK_PIXELS = 1 << 25
-
-
-def _label_planes(stack: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """8-connected components of each plane of an NxHxW bool stack, numbered as cv2 numbers
-    them in each plane alone.
-
-    The planes are stacked vertically, each starting on an even row, with at least one empty
-    row between them, and labelled by one ``cv2.connectedComponentsWithStats`` call (per
-    chunk): components cannot join across planes, and cv2's scan (2x2 blocks in raster order)
-    meets each plane's components in the order it meets them in that plane alone, so the
-    label order within a plane, which decides ties in ``remove_small_regions``, is cv2's.
-
-    Returns (labels NxHxW int32 (int64 past 2**31 pixels), 0 = off; size of each label; plane of each label), the last
-    two indexed by label id (entry 0 unused).
-    """
-    import cv2
-
-    n, h, w = stack.shape
-    stride = h + 2 - h % 2  # even, and >= h + 1
-    per_call = max(1, _LABEL_CHUNK_PIXELS // (stride * w))
-    labels = np.zeros(stack.shape, np.int32 if stack.size < 2 ** 31 else np.int64)
-    sizes, plane = [np.zeros(1, np.int64)], [np.zeros(1, np.int64)]
-    offset = 0
-    for start in range(0, n, per_call):
-        part = stack[start:start + per_call]
-        k = len(part)
-        tiled = np.zeros((k, stride, w), np.uint8)
-        tiled[:, :h] = part
-        count, lab, stats, _ = cv2.connectedComponentsWithStats(tiled.reshape(k * stride, w), connectivity=8,
-                                                               ltype=cv2.CV_32S)
-        lab = lab.reshape(k, stride, w)[:, :h]
-        labels[start:start + k] = np.where(lab > 0, lab + offset, 0)
-        sizes.append(stats[1:, cv2.CC_STAT_AREA].astype(np.int64))
-        plane.append(stats[1:, cv2.CC_STAT_TOP].astype(np.int64) // stride + start)
-        offset += count - 1
-    return labels, np.concatenate(sizes), np.concatenate(plane)
-
-
 def clean_small_regions(masks: np.ndarray, min_area: int) -> Tuple[np.ndarray, np.ndarray]:
     """segment-anything's ``remove_small_regions`` ("holes", then "islands") on every mask.
 
-    Holes (components of the complement) smaller than ``min_area`` are filled; islands
-    smaller than ``min_area`` are dropped, except that a mask made only of small islands
-    keeps its largest, ties to the lowest cv2 label as there (``_label_planes``).
+    Its own function, mask by mask, so cv2's numbering decides which of several equally large
+    small islands a mask keeps, as there (labelling all masks at once, with scipy or with one
+    cv2 call over the stacked masks, measured no faster than this loop).
 
     Arguments:
       masks (np.ndarray): NxHxW bool.
       min_area (int): area threshold in pixels.
     Returns:
       masks (np.ndarray): NxHxW bool, cleaned.
-      changed (np.ndarray): N bool, whether either step changed the mask (as there: the
-        step found a small region).
+      changed (np.ndarray): N bool, whether either step changed the mask.
     """
-    n = len(masks)
-    # Holes: small components of the complement are filled.
-    labels, sizes, plane = _label_planes(~masks)
-    small = sizes < min_area
-    small[0] = False
-    changed = np.zeros(n, bool)
-    changed[plane[small]] = True
-    masks = masks | small[labels]
-    # Islands: small components are dropped, but a mask made only of small ones keeps its largest.
-    labels, sizes, plane = _label_planes(masks)
-    ids = np.arange(len(sizes))
-    small = sizes < min_area
-    small[0] = False
-    keep_label = ~small
-    keep_label[0] = False
-    has_small = np.zeros(n, bool)
-    has_small[plane[small]] = True
-    has_big = np.zeros(n, bool)
-    has_big[plane[keep_label]] = True
-    for_largest = has_small & ~has_big
-    if for_largest.any():
-        cand = ids[1:][for_largest[plane[1:]]]
-        # per plane the largest island, ties to the lowest label (np.argmax in remove_small_regions)
-        order = np.lexsort((cand, -sizes[cand], plane[cand]))
-        cand = cand[order]
-        first = np.r_[True, plane[cand][1:] != plane[cand][:-1]]
-        keep_label[cand[first]] = True
-    return keep_label[labels], changed | has_small
+    amg = require("segment_anything").utils.amg
+    out = np.zeros(np.shape(masks), bool)
+    changed = np.zeros(len(masks), bool)
+    for k, mask in enumerate(masks):
+        mask, holes = amg.remove_small_regions(np.asarray(mask, bool), min_area, mode="holes")
+        out[k], islands = amg.remove_small_regions(mask, min_area, mode="islands")
+        changed[k] = holes or islands
+    return out, changed
 
 
 def remove_small_regions_batched(data: Dict[str, np.ndarray], min_area: int, nms_thresh: float) -> Dict[str, np.ndarray]:
     """Fill holes and drop islands smaller than ``min_area`` in every mask, then box NMS.
 
     Same result as ``SamAutomaticMaskGenerator.postprocess_small_regions`` (unchanged masks
-    are preferred by the NMS; boxes recomputed for changed masks), with all masks labelled
-    at once (``clean_small_regions``).
+    are preferred by the NMS; boxes recomputed for changed masks), without the RLE round trip.
     """
     torch = require("torch")
     from torchvision.ops.boxes import batched_nms

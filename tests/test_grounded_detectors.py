@@ -165,3 +165,110 @@ def test_caption_longer_than_the_text_limit_is_refused(gdino, images):
     p = bp(["person"], ["background"] + COCO_CLASSES, many)
     with pytest.raises(SeplError, match="more than the detector's 256"):
         gdino(images[0], p)
+
+
+def _groundingdino_sizes(monkeypatch, sizes):
+    """(h, w) that groundingdino's own ``T.RandomResize([800], max_size=1333)`` picks for
+    each (w, h): its ``resize`` is run with torchvision's resize replaced by a recorder."""
+    import types
+
+    T = pytest.importorskip("groundingdino.datasets.transforms")
+    asked = []
+
+    class Size:  # all that groundingdino reads before resizing
+        def __init__(self, wh):
+            self.size = wh
+
+    monkeypatch.setattr(T, "F", types.SimpleNamespace(resize=lambda img, size: asked.append(tuple(size)) or img))
+    resize = T.RandomResize([800], max_size=1333)
+    for wh in sizes:
+        resize(Size(wh))
+    monkeypatch.undo()
+    return asked
+
+
+# odd shapes beside VOC's: square, exactly 800, below 800, very wide and very tall
+EXTRA_SIZES = [(800, 800), (800, 600), (600, 800), (1, 1), (10, 7), (7, 10), (3000, 200), (200, 3000),
+               (1333, 800), (801, 799), (2000, 1333), (1332, 999), (333, 500), (500, 375)]
+
+
+@pytest.mark.shared_data
+def test_resize_matches_groundingdino_on_every_voc_size(voc_train, monkeypatch):
+    """The input size equals groundingdino's for all 1464 VOC train sizes (it truncates:
+    500x375 -> 1066x800; rounding, as before, was 1 px off on 1002 of them)."""
+    from PIL import Image
+
+    from sepl.grounded.detectors import resize_shape
+
+    sizes = [Image.open(p).size for p in sorted((voc_train / "gt").glob("*.png"))]
+    assert len(sizes) == 1464
+    ref = _groundingdino_sizes(monkeypatch, sizes + EXTRA_SIZES)
+    ours = [resize_shape(h, w, 800, 1333) for w, h in sizes + EXTRA_SIZES]
+    assert ours == ref
+    assert resize_shape(375, 500) == (800, 1066)
+
+    def rounded(h, w, size=800):  # the rule sepl used before: round() where groundingdino truncates
+        size = int(round(1333 * min(h, w) / max(h, w))) if max(h, w) / min(h, w) * size > 1333 else size
+        return (size, int(round(size * w / h))) if h <= w else (int(round(size * h / w)), size)
+
+    assert sum(rounded(h, w) != r for (w, h), r in zip(sizes, ref)) == 1002
+
+
+@pytest.mark.shared_data
+def test_preprocess_matches_groundingdino_transforms_on_real_images(voc_train):
+    """Pixel values equal groundingdino's RandomResize + ToTensor + Normalize (float tolerance)."""
+    from PIL import Image
+
+    T = pytest.importorskip("groundingdino.datasets.transforms")
+    from sepl.grounded.detectors import preprocess_image
+
+    tf = T.Compose([T.RandomResize([800], max_size=1333), T.ToTensor(),
+                    T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    paths = sorted((voc_train / "images").glob("*.jpg"))
+    assert len(paths) == 5
+    for p in paths:
+        pil = Image.open(p).convert("RGB")
+        ref = tf(pil, None)[0].numpy()
+        ours = preprocess_image(np.asarray(pil))
+        assert ours.shape == ref.shape and ours.dtype == np.float32
+        np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-5)
+    # a small image is enlarged, and one already at the size is left as it is
+    for wh in [(90, 70), (1066, 800)]:
+        pil = Image.fromarray(np.random.default_rng(0).integers(0, 255, wh[::-1] + (3,), dtype=np.uint8))
+        np.testing.assert_allclose(preprocess_image(np.asarray(pil)), tf(pil, None)[0].numpy(), rtol=0, atol=1e-5)
+
+
+@pytest.mark.shared_data
+def test_transformers_processor_is_close_to_groundingdino_not_equal(voc_train, monkeypatch):
+    """What the transformers backend's own preprocessing matches (the README states it):
+    the same size except where the 1333 cap binds (its long side is computed from the
+    unrounded short side: 29 of the 1464 VOC sizes, 1 px), and pixels within one grey level
+    (torchvision's antialiased resize vs PIL's); its PIL processor gives groundingdino's pixels."""
+    from PIL import Image
+    from transformers import GroundingDinoImageProcessor
+    from transformers.image_transforms import get_size_with_aspect_ratio
+
+    T = pytest.importorskip("groundingdino.datasets.transforms")
+    sizes = [Image.open(p).size for p in sorted((voc_train / "gt").glob("*.png"))]
+    ref = _groundingdino_sizes(monkeypatch, sizes)
+    hf = [tuple(get_size_with_aspect_ratio((h, w), 800, 1333)) for w, h in sizes]
+    differ = [(s, a, b) for s, a, b in zip(sizes, ref, hf) if a != b]
+    assert len(differ) == 29
+    for (w, h), a, b in differ:
+        assert max(w, h) / min(w, h) * 800 > 1333 and a[0 if h < w else 1] == b[0 if h < w else 1]
+        assert abs(a[1 if h < w else 0] - b[1 if h < w else 0]) == 1
+    tf = T.Compose([T.RandomResize([800], max_size=1333), T.ToTensor(),
+                    T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    one_level = 1 / 255 / 0.224 + 1e-4
+    pil = Image.open(sorted((voc_train / "images").glob("*.jpg"))[0]).convert("RGB")
+    ref_px = tf(pil, None)[0].numpy()
+    px = GroundingDinoImageProcessor()(images=np.array(pil), return_tensors="pt")["pixel_values"][0].numpy()
+    assert px.shape == ref_px.shape
+    diff = np.abs(px - ref_px)
+    assert 0 < diff.max() <= one_level
+    try:
+        from transformers import GroundingDinoImageProcessorPil
+    except ImportError:
+        return
+    px = GroundingDinoImageProcessorPil()(images=np.array(pil), return_tensors="pt")["pixel_values"][0].numpy()
+    np.testing.assert_allclose(px, ref_px, rtol=0, atol=1e-5)

@@ -29,10 +29,14 @@ def test_sam_auto_on_samples_resume_and_bad_image(synth_dataset, tmp_path):
     s = fomasks.generate_masks(ds, "sam_masks", source="sam_auto", model_type="tiny", params=AUTO, batch_size=3)
     assert s["processed"] == len(ds) - 1 and len(s["failed"]) == 1 and "broken.jpg" in s["failed"][0]
     assert ds.count("sam_masks") == len(ds) - 1
-    # what is stored equals the source's own output, with its per-mask attributes
+    # what is stored equals the source's own output, with its per-mask attributes; computed
+    # as the run computed it (the first batch of 3 images encoded together, on the same
+    # device): batched encoding rounds differently from one image alone
     from sepl.labelio import read_image
 
-    direct = SamAutoMasks(build_sam("tiny"), **AUTO, model_type="tiny").generate(read_image(first.filepath))
+    firsts = [read_image(s.filepath) for s in ds.limit(3)]
+    direct = SamAutoMasks(build_sam("tiny", device="auto"), **AUTO, model_type="tiny",
+                          image_batch=3).generate_batch(firsts)[0]
     first.reload()
     stored = load_masks(first, "sam_masks")
     assert np.array_equal(stored, direct.masks)

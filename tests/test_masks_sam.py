@@ -109,24 +109,37 @@ def test_box_prompts_match_sam_predictor(tiny_sam, image, multimask):
     assert scores.shape == (3,) and scores.dtype == np.float32
     pred = SamPredictor(tiny_sam)
     pred.set_image(image)
+    # the predictor decoding the same batch of boxes runs the same arithmetic: identical masks
+    tb = pred.transform.apply_boxes_torch(torch.as_tensor(boxes), image.shape[:2])
+    m, s, _ = pred.predict_torch(None, None, boxes=tb, multimask_output=multimask)
+    j = s.argmax(1)
+    idx = torch.arange(len(boxes))
+    assert np.array_equal(m[idx, j].numpy(), masks)
+    np.testing.assert_allclose(scores, s[idx, j].numpy(), rtol=0, atol=1e-6)
+    # one box at a time decodes in other float kernels: the same masks up to float rounding
     for k, b in enumerate(boxes):
-        m, s, _ = pred.predict(box=b, multimask_output=multimask)
-        j = int(np.argmax(s))
-        assert np.array_equal(m[j], masks[k])
-        assert scores[k] == pytest.approx(s[j], abs=1e-5)
+        m1, s1, _ = pred.predict(box=b, multimask_output=multimask)
+        j1 = int(np.argmax(s1))
+        assert (m1[j1] != masks[k]).mean() < 0.01
+        assert scores[k] == pytest.approx(s1[j1], abs=1e-4)
 
 
 def test_box_prompts_edge_cases(tiny_sam, image):
-    bp = BoxPromptedSAM(tiny_sam, box_batch=2)
+    bp = BoxPromptedSAM(tiny_sam, box_batch=2, image_batch=1)
     masks, scores = bp.predict(image, np.zeros((0, 4)))
     assert masks.shape == (0, 90, 120) and scores.shape == (0,)
-    # Batching over images and prompts gives the same masks as one by one.
+    # Several images and prompt chunks: each image's masks are its own (encoded one at a
+    # time, the arithmetic is the single-image one, so they are identical).
     boxes = np.array([[0, 0, 50, 50], [20, 30, 100, 80], [5, 5, 6, 6]], np.float32)
     flipped = np.ascontiguousarray(image[::-1])
     both = bp.predict_batch([image, flipped, image], [boxes, boxes[:1], []])
     assert np.array_equal(both[0][0], bp.predict(image, boxes)[0])
     assert np.array_equal(both[1][0], bp.predict(flipped, boxes[:1])[0])
     assert both[2][0].shape == (0, 90, 120)
+    # encoded together, the images' features round differently: same masks up to that
+    together = BoxPromptedSAM(tiny_sam, box_batch=2, image_batch=4).predict_batch([image, flipped], [boxes, boxes[:1]])
+    for (a, _), (b, _) in zip(together, both):
+        assert a.shape == b.shape and (a != b).mean() < 0.01
     with pytest.raises(SeplError, match="XYXY"):
         bp.predict(image, [[50, 50, 10, 10]])
     with pytest.raises(SeplError, match="uint8"):

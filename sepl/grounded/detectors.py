@@ -120,14 +120,40 @@ def select_detections(raw: RawDetections, prompt: Prompt, box_threshold: float =
                       np.asarray(classes, np.int64), counts)
 
 
-def _resize_shape(h: int, w: int, size: int, max_size: Optional[int]) -> tuple:
-    """(new_h, new_w): short side ``size``, long side at most ``max_size`` (DETR's rule)."""
-    short, long = min(h, w), max(h, w)
-    if max_size is not None and long / short * size > max_size:
-        size = int(round(max_size * short / long))
-    if h <= w:
-        return size, int(round(size * w / h))
-    return int(round(size * h / w)), size
+def resize_shape(h: int, w: int, size: int = 800, max_size: Optional[int] = 1333) -> tuple:
+    """(new_h, new_w) of groundingdino's ``T.RandomResize([size], max_size=max_size)``.
+
+    Short side ``size``, long side at most ``max_size``; the long side is truncated with
+    ``int()`` as groundingdino's ``get_size_with_aspect_ratio`` does (375x500 -> 800x1066, not
+    the rounded 1067). Only a too-long side rounds, when ``size`` is recomputed from ``max_size``.
+    """
+    if max_size is not None:
+        short, long = float(min(h, w)), float(max(h, w))
+        if long / short * size > max_size:
+            size = int(round(max_size * short / long))
+    if (w <= h and w == size) or (h <= w and h == size):
+        return h, w
+    if w < h:
+        return int(size * h / w), size
+    return size, int(size * w / h)
+
+
+def preprocess_image(image: np.ndarray, size: int = 800, max_size: Optional[int] = 1333) -> np.ndarray:
+    """groundingdino's inference transform of an HxWx3 uint8 RGB image, as (3, h, w) float32.
+
+    ``RandomResize([size], max_size)`` (PIL bilinear, which is what torchvision's ``resize``
+    runs on a PIL image), ``ToTensor`` (/ 255) and ``Normalize`` with ImageNet's mean and std.
+    """
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    nh, nw = resize_shape(h, w, size, max_size)
+    pil = Image.fromarray(np.ascontiguousarray(image))
+    if (nh, nw) != (h, w):  # torchvision returns the image itself when the size is unchanged
+        pil = pil.resize((nw, nh), Image.BILINEAR)
+    im = np.asarray(pil, np.float32) / np.float32(255)
+    im = (im - MEAN) / STD
+    return np.ascontiguousarray(im.transpose(2, 0, 1))
 
 
 def _cxcywh_to_xyxy(boxes: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -254,7 +280,9 @@ class GroundingDinoPy(BoxPrompter):
         text_encoder: local folder with bert-base-uncased (config, weights, tokenizer).
         device: torch device.
         size, max_size: resize rule, short side ``size`` and long side at most ``max_size``
-            (800 / 1333 as the reference).
+            (800 / 1333 as the reference); ``preprocess_image`` gives groundingdino's own
+            ``RandomResize`` + ``ToTensor`` + ``Normalize`` input (sizes equal on all 1464 VOC
+            train sizes, pixels within float rounding: ``tests/test_grounded_detectors.py``).
         overrides: config entries to replace (e.g. ``{"num_queries": 50}`` for tiny tests).
     """
 
@@ -301,13 +329,8 @@ class GroundingDinoPy(BoxPrompter):
 
     def _tensor(self, image: np.ndarray):
         import torch
-        from PIL import Image
 
-        h, w = image.shape[:2]
-        nh, nw = _resize_shape(h, w, self.size, self.max_size)
-        im = np.asarray(Image.fromarray(image).resize((nw, nh), Image.BILINEAR), np.float32) / 255.0
-        im = (im - MEAN) / STD
-        return torch.from_numpy(im.transpose(2, 0, 1).copy()).to(self.device)
+        return torch.from_numpy(preprocess_image(image, self.size, self.max_size)).to(self.device)
 
     def detect(self, images: Sequence[np.ndarray], prompts: Sequence[Prompt]) -> List[RawDetections]:
         """Batches only images with the same caption and size, so each answer equals the
@@ -338,6 +361,12 @@ class GroundingDinoPy(BoxPrompter):
 
 class HFGroundingDino(BoxPrompter):
     """transformers' Grounding DINO from a Hugging Face checkpoint folder.
+
+    Images go through the folder's own transformers processor, which is close to
+    groundingdino's preprocessing but not equal: its long side differs by 1 px where the
+    1333 cap binds (29 of the 1464 VOC train sizes), and its default torchvision backend's
+    antialiased resize differs from PIL's by up to one grey level
+    (``test_transformers_processor_is_close_to_groundingdino_not_equal``).
 
     Args:
         model: folder holding ``config.json``, the weights, the tokenizer and

@@ -92,8 +92,9 @@ class ImageEncoder:
     """Runs SAM's image encoder over several images at once.
 
     Each image is resized to the model's long side (``ResizeLongestSide``), normalised and
-    padded exactly as ``SamPredictor.set_image`` does, then stacked, so the features equal
-    the predictor's per-image features.
+    padded exactly as ``SamPredictor.set_image`` does, then stacked. A batch of one gives the
+    predictor's features exactly; larger batches run other float kernels, so the features
+    agree with the predictor's up to rounding (~1e-6), not bit for bit.
     """
 
     def __init__(self, sam, batch_size: int = 4, dtype: Optional[str] = None):

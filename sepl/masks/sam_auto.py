@@ -1,12 +1,21 @@
 """SAM automatic masks: the grid-of-points pipeline, batched across images and prompts.
 
-Produces the masks ``segment_anything.SamAutomaticMaskGenerator`` produces with the same
-settings, in the same order, faster:
+``SamAutoMasks`` has ``segment_anything.SamAutomaticMaskGenerator``'s settings and steps.
+What holds:
+- ``image_batch=1`` with the stock ``points_per_batch`` (64) runs the stock generator's
+  arithmetic in its order: the same masks, in the same order, with the same scores and boxes
+  (tested with the box NMS, the crop NMS and the small-region clean-up all changing the result);
+- ``image_batch > 1`` encodes several images (and crops) at once; batched matrix products
+  round differently (features ~1e-6 apart on some CPUs), so a mask near a threshold may move
+  by a pixel and an NMS or filter decision near its threshold may flip: the masks agree up to
+  float rounding (same number, each with a stock mask of IoU >= 0.99 in the tests), not bit
+  for bit. Another ``points_per_batch`` changes the decoder's batches in the same way.
+Faster because:
 - the image encoder runs on several images (and crops) at once;
 - a batch of point prompts is filtered by predicted IoU *before* its low-resolution
   logits are upscaled to the image (the upscale is per mask, so the kept masks are equal);
-- masks stay boolean tensors (no RLE round trip per mask);
-- small-region clean-up labels all masks in one call (no per-mask loop).
+- masks stay boolean tensors (no RLE round trip per mask).
+The small-region clean-up is segment-anything's own ``remove_small_regions``, mask by mask.
 """
 
 from __future__ import annotations
@@ -29,8 +38,8 @@ class SamAutoMasks(MaskSource):
     Arguments (as ``SamAutomaticMaskGenerator``'s):
       sam (Sam): the model.
       points_per_side (int): grid points per side (points_per_side**2 prompts per crop).
-      points_per_batch (int): prompts decoded at once (halved on CUDA out-of-memory;
-        does not change the result).
+      points_per_batch (int): prompts decoded at once (halved on CUDA out-of-memory);
+        other sizes round differently in the last float bits (see the module docstring).
       pred_iou_thresh (float): keep masks whose predicted IoU is > this (0 = off).
       stability_score_thresh (float): keep masks whose stability score is >= this (0 = off).
       stability_score_offset (float): logit offset of the stability score.
@@ -40,7 +49,8 @@ class SamAutoMasks(MaskSource):
       crop_overlap_ratio (float): overlap of crops in the first layer.
       crop_n_points_downscale_factor (int): points per side shrink by this per layer.
       min_mask_region_area (int): holes and islands smaller than this are removed (0 = off).
-      image_batch (int): images (or crops) encoded at once.
+      image_batch (int): images (or crops) encoded at once; 1 gives the stock generator's
+        output exactly, more gives it up to float rounding.
       dtype (str or None): "bfloat16"/"float16" autocast for the image encoder (GPU).
       model_type (str): recorded with the masks.
     """
@@ -170,65 +180,43 @@ class SamAutoMasks(MaskSource):
                        crop_boxes=out["crop_boxes"].astype(np.float32))
 
 
-def _label_planes(stack: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """8-connected components of each plane of an NxHxW bool stack, in one pass.
+def clean_small_regions(masks: np.ndarray, min_area: int) -> Tuple[np.ndarray, np.ndarray]:
+    """segment-anything's ``remove_small_regions`` ("holes", then "islands") on every mask.
 
-    Returns (labels NxHxW int32, 0 = off; size of each label; plane of each label),
-    label arrays indexed by label id (entry 0 unused).
+    Its own function, mask by mask, so cv2's numbering decides which of several equally large
+    small islands a mask keeps, as there (labelling all masks at once, with scipy or with one
+    cv2 call over the stacked masks, measured no faster than this loop).
+
+    Arguments:
+      masks (np.ndarray): NxHxW bool.
+      min_area (int): area threshold in pixels.
+    Returns:
+      masks (np.ndarray): NxHxW bool, cleaned.
+      changed (np.ndarray): N bool, whether either step changed the mask.
     """
-    from scipy import ndimage
-
-    structure = np.zeros((3, 3, 3), bool)
-    structure[1] = True  # connect within a plane only
-    labels, n = ndimage.label(stack, structure=structure)
-    flat = labels.reshape(len(stack), -1)
-    sizes = np.bincount(flat.ravel(), minlength=n + 1)
-    plane = np.zeros(n + 1, np.int64)
-    plane[flat] = np.arange(len(stack))[:, None]
-    return labels, sizes, plane
+    amg = require("segment_anything").utils.amg
+    out = np.zeros(np.shape(masks), bool)
+    changed = np.zeros(len(masks), bool)
+    for k, mask in enumerate(masks):
+        mask, holes = amg.remove_small_regions(np.asarray(mask, bool), min_area, mode="holes")
+        out[k], islands = amg.remove_small_regions(mask, min_area, mode="islands")
+        changed[k] = holes or islands
+    return out, changed
 
 
 def remove_small_regions_batched(data: Dict[str, np.ndarray], min_area: int, nms_thresh: float) -> Dict[str, np.ndarray]:
     """Fill holes and drop islands smaller than ``min_area`` in every mask, then box NMS.
 
     Same result as ``SamAutomaticMaskGenerator.postprocess_small_regions`` (unchanged masks
-    are preferred by the NMS), with all masks labelled at once.
+    are preferred by the NMS; boxes recomputed for changed masks), without the RLE round trip.
     """
     torch = require("torch")
     from torchvision.ops.boxes import batched_nms
 
     amg = require("segment_anything").utils.amg
-    masks = data["masks"]
+    masks, changed = clean_small_regions(data["masks"], min_area)
     n = len(masks)
-    # Holes: small components of the complement are filled.
-    labels, sizes, plane = _label_planes(~masks)
-    small = sizes < min_area
-    small[0] = False
-    changed = np.zeros(n, bool)
-    changed[plane[small]] = True
-    masks = masks | small[labels]
-    # Islands: small components are dropped, but a mask made only of small ones keeps its largest.
-    labels, sizes, plane = _label_planes(masks)
-    ids = np.arange(len(sizes))
-    small = sizes < min_area
-    small[0] = False
-    keep_label = ~small
-    keep_label[0] = False
-    has_small = np.zeros(n, bool)
-    has_small[plane[small & (ids > 0)]] = True
-    has_big = np.zeros(n, bool)
-    has_big[plane[keep_label]] = True
-    for_largest = has_small & ~has_big
-    if for_largest.any():
-        cand = ids[1:][for_largest[plane[1:]]]
-        order = np.lexsort((-cand, sizes[cand], plane[cand]))  # by plane, then size; ties -> lowest id
-        cand = cand[order]
-        last = np.r_[plane[cand][1:] != plane[cand][:-1], True]
-        keep_label[cand[last]] = True
-    masks = keep_label[labels]
-    changed |= has_small
-    tmasks = torch.as_tensor(masks)
-    boxes = amg.batched_mask_to_box(tmasks)
+    boxes = amg.batched_mask_to_box(torch.as_tensor(masks))
     scores = torch.as_tensor((~changed).astype(np.float32))
     keep = batched_nms(boxes.float(), scores, torch.zeros(n), iou_threshold=nms_thresh).numpy()
     out = {k: v[keep] for k, v in data.items()}

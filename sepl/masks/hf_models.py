@@ -105,7 +105,8 @@ def _model_class(family: str):
 
 def _default_processor(family: str, image_size: int, folder: Optional[Path] = None):
     tf = require("transformers", "SAM 2 / SAM-HQ / SAM 3")
-    if folder is not None and (folder / "preprocessor_config.json").is_file():
+    if folder is not None and any((folder / f).is_file() for f in ("processor_config.json",
+                                                                      "preprocessor_config.json")):
         cls = {"sam2": tf.Sam2Processor, "samhq": tf.SamHQProcessor, "sam3": tf.Sam3Processor}[family]
         try:
             return cls.from_pretrained(str(folder))
@@ -114,7 +115,7 @@ def _default_processor(family: str, image_size: int, folder: Optional[Path] = No
                 raise SeplError(f"cannot load the SAM 3 processor (tokenizer) in '{folder}': {str(e)[:200]}",
                                 hint="save the model with its processor: processor.save_pretrained(DIR)")
     if family == "sam3":
-        raise SeplError(f"'{folder}' has no SAM 3 processor (preprocessor_config.json + tokenizer)",
+        raise SeplError(f"'{folder}' has no SAM 3 processor (processor_config.json + tokenizer)",
                         hint="SAM 3 needs its CLIP tokenizer: save Sam3Processor next to the model")
     if family == "sam2":
         return tf.Sam2Processor(tf.Sam2ImageProcessor(size={"height": image_size, "width": image_size}))
@@ -200,7 +201,20 @@ def load_hf_sam(family: str, model: Optional[str] = None, device: str = "cpu", r
         name = str(model)
     else:
         raise SeplError(f"{what} model '{model}' does not exist", hint=_download_hint(family))
+    if family == "sam3":
+        _check_tokenizer(proc, m.config, str(model))
     return m.eval().to(dev), proc, name
+
+
+def _check_tokenizer(proc, config, where: str) -> None:
+    """A SAM 3 processor whose tokenizer lost its vocabulary loads without complaint: refuse it."""
+    tok = getattr(proc, "tokenizer", None)
+    vocab = getattr(getattr(config, "text_config", None), "vocab_size", None)
+    n = len(tok) if tok is not None else 0
+    if n < 258 or (vocab is not None and n > vocab):  # CLIP's BPE has at least the 256 bytes + 2 specials
+        raise SeplError(f"the SAM 3 processor in '{where}' has a tokenizer of {n} tokens "
+                        f"(the text encoder has {vocab})",
+                        hint="save the model's own Sam3Processor (tokenizer.json included) next to it")
 
 
 # -- tiny random models ----------------------------------------------------------------------

@@ -32,8 +32,7 @@ FAMILIES: Dict[str, Tuple[Tuple[str, ...], str]] = {
 HUB_NAMES: Dict[str, Tuple[str, ...]] = {
     "sam2": ("facebook/sam2.1-hiera-tiny", "facebook/sam2.1-hiera-small", "facebook/sam2.1-hiera-base-plus",
              "facebook/sam2.1-hiera-large"),
-    "samhq": ("syscv-community/sam-hq-vit-base", "syscv-community/sam-hq-vit-large",
-              "syscv-community/sam-hq-vit-huge"),
+    "samhq": ("syscv-community/sam-hq-vit-base",),  # the name transformers' docs use; larger ones alike
     "sam3": ("facebook/sam3",),
 }
 # released input sizes (square): what the processors resize to

@@ -110,9 +110,9 @@ def main(argv=None):
             rows.append((name, dtype, ips, ips / base))
         pipe = Sam3PseudoLabels(s3, p3, VOC_CLASSES, score_threshold=0.5, dtype=dt)
         ips = _timed(torch, dev, lambda: pipe.predict_batch(ims, tags), len(ims))
-        rows.append(("SAM 3 pseudo-labels (2 tags)", dtype, ips, ips / base))
+        rows.append(("SAM 3 pseudo-labels, 2 tags (sam3)", dtype, ips, ips / base))
     for name, dtype, ips, ratio in rows:
-        name = "tiny, random: " + name.split(" (")[-1].rstrip(")") if args.tiny else name
+        name = "[tiny config] " + name.split(" (")[-1].rstrip(")") if args.tiny else name
         print(f"{name:32s} {dtype:9s} {ips:9.3f} images/s  ({ratio:5.2f}x SAM 1 at this dtype)")
 
 

@@ -90,3 +90,24 @@ def test_cli_with_a_saved_folder(synth_dataset, tmp_path):
         assert main(args[:5] + ["--checkpoint", str(tmp_path / "nowhere"), "--out-field", "x"]) == 1
     finally:
         fo.delete_dataset(ds.name)
+
+
+def test_generate_masks_operator_offers_sam2(synth_dataset, monkeypatch, tmp_path):
+    from pathlib import Path
+
+    import fiftyone.operators as foo
+
+    repo = Path(__file__).resolve().parents[1]
+    (tmp_path / "sepl").symlink_to(repo, target_is_directory=True)
+    monkeypatch.setenv("FIFTYONE_PLUGINS_DIR", str(tmp_path))
+    monkeypatch.setattr(fo.config, "plugins_dir", str(tmp_path))
+    ds = synth_dataset.limit(2).clone()
+    try:
+        params = dict(source="sam2_auto", random_weights=True, out_field="op_masks", delegate=False, device="cpu",
+                      target="DATASET", **AUTO)
+        res = foo.execute_operator("@sepl/sepl/generate_masks", ctx=dict(dataset=ds, params=params))
+        res.raise_exceptions()
+        assert res.result["processed"] == 2 and res.result["source"].startswith("sam2_auto/")
+        assert ds.get_run_info("sepl_op_masks").config.serialize()["params"]["random_weights"] is True
+    finally:
+        fo.delete_dataset(ds.name)

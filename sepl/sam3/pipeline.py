@@ -21,7 +21,7 @@ from ..grounded.pipeline import sum_counts
 from ..grounded.prompts import PRESETS, Prompt, build_prompt, merge_subprompts
 from ..masks.runtime import BatchSize, check_image, resolve_dtype, with_oom_retry
 from ..optional import require
-from .postprocess import select_instances
+from .postprocess import Instances, select_instances
 
 
 @dataclass
@@ -138,8 +138,11 @@ class Sam3PseudoLabels:
             feats = self.model.get_text_features(input_ids=ids, attention_mask=mask).pooler_output
         return feats, mask
 
-    def _decode(self, vision, text, text_mask, pairs):
-        """Raw outputs (logits, presence, masks, boxes) for (image index, phrase index) pairs."""
+    def _decode(self, vision, text, text_mask, pairs, sizes):
+        """Kept ``Instances`` of each (image index, phrase index) pair; ``sizes[i]`` = (H, W) of image i.
+
+        Post-processing runs inside each chunk, so only kept instances outlive it (SAM 3 has
+        200 queries of 288 x 288 mask logits per pair)."""
         torch = require("torch")
         from transformers.modeling_outputs import BaseModelOutputWithPooling
         from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
@@ -153,8 +156,10 @@ class Sam3PseudoLabels:
                 out = self.model(vision_embeds=Sam3VisionEncoderOutput(fpn_hidden_states=fpn, fpn_position_encoding=pos),
                                  text_embeds=BaseModelOutputWithPooling(pooler_output=text[t]),
                                  attention_mask=text_mask[t])
-            return list(zip(out.pred_logits.float(), out.presence_logits.float(), out.pred_masks.float(),
-                            out.pred_boxes.float()))
+            return [select_instances(out.pred_logits[k].float(), out.presence_logits[k].float(),
+                                     out.pred_masks[k].float(), out.pred_boxes[k].float(), sizes[i],
+                                     self.score_threshold, self.presence_threshold, self.mask_threshold)
+                    for k, (i, _) in enumerate(chunk)]
 
         return with_oom_retry(run, list(pairs), self.prompt_batch, what="prompt batch")
 
@@ -175,14 +180,14 @@ class Sam3PseudoLabels:
         prompts = [self.prompt(t, s) for t, s in zip(tags, samples)]
         phrases = sorted({p for pr in prompts for p in pr.phrases})
         todo = [i for i, p in enumerate(prompts) if not p.empty]
-        raw: Dict[tuple, tuple] = {}
+        raw: Dict[tuple, Instances] = {}
         index_of: Dict[str, int] = {}
         if todo:
             vision = dict(zip(todo, self._vision([checked[i] for i in todo])))
             text, mask = self._text(phrases)
             index = {p: j for j, p in enumerate(phrases)}
             pairs = [(i, index[p]) for i in todo for p in prompts[i].phrases]
-            outs = self._decode(vision, text, mask, pairs)
+            outs = self._decode(vision, text, mask, pairs, [im.shape[:2] for im in checked])
             raw = dict(zip(pairs, outs))
             index_of = index
         results = []
@@ -191,8 +196,7 @@ class Sam3PseudoLabels:
             per = []
             counts: List[Dict[str, int]] = []
             for p, c in zip(prompt.phrases, prompt.classes):
-                inst = select_instances(*raw[(i, index_of[p])], (h, w), self.score_threshold,
-                                        self.presence_threshold, self.mask_threshold)
+                inst = raw[(i, index_of[p])]
                 per.append((p, c, inst))
                 counts.append(inst.counts)
             results.append(self._result(prompt, per, sum_counts(counts), (h, w)))

@@ -17,7 +17,6 @@ like every other source, so ``refine`` takes these masks unchanged.
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -26,8 +25,6 @@ from ..errors import SeplError
 from ..optional import require
 from .base import MaskSet, MaskSource
 from .runtime import BatchSize, check_image, resolve_dtype, with_oom_retry
-
-log = logging.getLogger(__name__)
 
 FAMILY_NAMES = {"sam2": "sam2_auto", "samhq": "samhq_auto"}
 

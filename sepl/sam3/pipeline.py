@@ -152,8 +152,9 @@ class Sam3PseudoLabels:
             fpn = tuple(torch.stack([vision[i][0][k] for i, _ in chunk]) for k in range(levels))
             pos = tuple(torch.stack([vision[i][1][k] for i, _ in chunk]) for k in range(levels))
             t = [j for _, j in chunk]
+            vision_embeds = Sam3VisionEncoderOutput(fpn_hidden_states=fpn, fpn_position_encoding=pos)
             with torch.no_grad(), self._autocast():
-                out = self.model(vision_embeds=Sam3VisionEncoderOutput(fpn_hidden_states=fpn, fpn_position_encoding=pos),
+                out = self.model(vision_embeds=vision_embeds,
                                  text_embeds=BaseModelOutputWithPooling(pooler_output=text[t]),
                                  attention_mask=text_mask[t])
             return [select_instances(out.pred_logits[k].float(), out.presence_logits[k].float(),

@@ -272,3 +272,14 @@ def test_loading_errors_name_what_is_missing(tmp_path):
     with pytest.raises(SeplError, match="needs a Sam2Model"):
         m, proc = hf_models.build_tiny("samhq")
         HFSamAutoMasks(m, proc, family="sam2")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_bfloat16_autocast_runs_and_stays_close(tiny, images, family):
+    model, proc = tiny[family]
+    kw = dict(family=family, points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0)
+    a = HFSamAutoMasks(model, proc, **kw).generate(images[0])
+    b = HFSamAutoMasks(model, proc, dtype="bfloat16", **kw).generate(images[0])
+    assert len(a) == len(b) == 48 and b.masks.dtype == bool
+    np.testing.assert_allclose(np.sort(a.predicted_iou), np.sort(b.predicted_iou), atol=0.02)
+    assert (a.masks == b.masks).mean() > 0.9

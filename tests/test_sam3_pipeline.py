@@ -150,3 +150,11 @@ def test_loading(tmp_path, images):
     (folder / "tokenizer.json").unlink()
     with pytest.raises(SeplError, match="processor"):
         Sam3Config(model=str(folder)).build(VOC_CLASSES, device="cpu")
+
+
+def test_bfloat16_autocast_runs_and_stays_close(tiny, images):
+    model, proc = tiny
+    a = Sam3PseudoLabels(model, proc, VOC_CLASSES, score_threshold=0.0)(images[0], ["cat"])
+    b = Sam3PseudoLabels(model, proc, VOC_CLASSES, score_threshold=0.0, dtype="bfloat16")(images[0], ["cat"])
+    assert len(a.masks) == len(b.masks) == 12 and b.scores.dtype == np.float32
+    np.testing.assert_allclose(a.scores, b.scores, atol=0.02)

@@ -16,6 +16,7 @@ smoke runs, speed measurements); it is never chosen implicitly.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
@@ -38,6 +39,7 @@ HUB_NAMES: Dict[str, Tuple[str, ...]] = {
 # released input sizes (square): what the processors resize to
 RELEASED_INPUT_SIZE = {"sam2": 1024, "samhq": 1024, "sam3": 1008}
 TINY_IMAGE_SIZE = {"sam2": 128, "samhq": 128, "sam3": 112}
+log = logging.getLogger(__name__)
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
 
 
@@ -113,6 +115,8 @@ def _default_processor(family: str, image_size: int, folder: Optional[Path] = No
             if family == "sam3":
                 raise SeplError(f"cannot load the SAM 3 processor (tokenizer) in '{folder}': {str(e)[:200]}",
                                 hint="save the model with its processor: processor.save_pretrained(DIR)")
+            log.warning("cannot load the processor saved in %s (%s): using the default one for %d px",
+                        folder, str(e)[:120], image_size)
     if family == "sam3":
         raise SeplError(f"'{folder}' has no SAM 3 processor (processor_config.json + tokenizer)",
                         hint="SAM 3 needs its CLIP tokenizer: save Sam3Processor next to the model")

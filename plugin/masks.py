@@ -11,7 +11,10 @@ _SOURCES = {
     "sam_auto": "SAM automatic masks",
     "sam_box": "SAM masks for the boxes of a Detections field",
     "superpixels": "Superpixels (classical, NOT SAM: no checkpoint needed)",
+    "sam2_auto": "SAM 2 / 2.1 automatic masks (transformers; checkpoint = model folder or hub name)",
+    "samhq_auto": "SAM-HQ automatic masks (transformers; checkpoint = model folder or hub name)",
 }
+_HF = ("sam2_auto", "samhq_auto")
 _AUTO = [  # name, type, default, label
     ("points_per_side", "int", 32, "Points per side"),
     ("pred_iou_thresh", "float", 0.88, "Predicted IoU threshold"),
@@ -33,8 +36,9 @@ def _sam_inputs(ctx, inputs):
 
 def _params(ctx):
     p = form_params(ctx)
-    if p.get("source", "sam_auto") == "sam_auto":
-        return {name: p[name] for name, *_ in _AUTO if p.get(name) is not None}
+    if p.get("source", "sam_auto") in ("sam_auto",) + _HF:
+        extra = {"random_weights": True} if p.get("source") in _HF and p.get("random_weights") else {}
+        return dict(extra, **{name: p[name] for name, *_ in _AUTO if p.get(name) is not None})
     if p.get("source") == "superpixels":
         return {"mode": p.get("sp_mode", "partition")}
     return {}
@@ -80,7 +84,9 @@ class GenerateMasks(foo.Operator):
                 inputs.view("no_boxes", types.Error(label="No Detections field holds boxes to prompt with"))
                 return types.Property(inputs)
             inputs.enum("prompt_field", fields, required=True, label="Boxes from")
-        if source == "sam_auto":
+        if source in _HF:
+            inputs.bool("random_weights", default=False, label="Random weights (testing only)")
+        if source in ("sam_auto",) + _HF:
             for name, kind, default, label in _AUTO:
                 getattr(inputs, kind)(name, default=default, label=label)
         inputs.str("out_field", default="sam_masks" if source != "superpixels" else "superpixel_masks",

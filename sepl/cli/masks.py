@@ -36,7 +36,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--view", default=None, help="name of a saved view of the dataset to restrict to")
     p.add_argument("--ids", default=None, help="with --images: a file of image ids (one a line) to process")
     p.add_argument("--out-dir", default=None, help="with --images: where the per-image amg folders go")
-    p.add_argument("--source", choices=["sam_auto", "sam_box", "superpixels"], default="sam_auto")
+    p.add_argument("--source", choices=["sam_auto", "sam_box", "superpixels", "sam2_auto", "samhq_auto"],
+                   default="sam_auto", help="sam2_auto / samhq_auto: --checkpoint is a transformers folder or hub name")
     p.add_argument("--model-type", choices=["vit_h", "vit_l", "vit_b", "tiny"], default="vit_h")
     p.add_argument("--checkpoint", default=None, help="SAM .pth file")
     p.add_argument("--download", action="store_true", help="download the released checkpoint if none is found")
@@ -71,9 +72,11 @@ def _params(args) -> dict:
         return {"mode": args.sp_mode, "scales": list(args.sp_scales)}
     if args.source == "sam_box":
         return {}
-    return {k: getattr(args, k) for k in ("points_per_side", "points_per_batch", "pred_iou_thresh",
+    hf = args.source in ("sam2_auto", "samhq_auto")
+    extra = {"random_weights": True} if hf and getattr(args, "random_weights", False) else {}
+    return {**extra, **{k: getattr(args, k) for k in ("points_per_side", "points_per_batch", "pred_iou_thresh",
                                           "stability_score_thresh", "box_nms_thresh", "crop_n_layers",
-                                          "min_mask_region_area")}
+                                          "min_mask_region_area")}}
 
 
 def _shard(text):

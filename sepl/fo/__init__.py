@@ -12,3 +12,4 @@ view with progress, resume and safe writes), plus one module per feature.
 from .evaluate import evaluate  # noqa: E402,F401
 from .refine import refine  # noqa: E402,F401
 from .views import worst_samples  # noqa: E402,F401
+from .sam3 import sam3_pseudo_labels  # noqa: E402,F401

@@ -29,7 +29,7 @@ from .runs import pending_view, run_key, start_run
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("sam_auto", "sam_box", "superpixels")
+SOURCES = ("sam_auto", "sam_box", "superpixels", "sam2_auto", "samhq_auto")
 AUTO_PARAMS = ("points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh",
                "stability_score_offset", "box_nms_thresh", "crop_n_layers", "crop_nms_thresh",
                "crop_overlap_ratio", "crop_n_points_downscale_factor", "min_mask_region_area")
@@ -48,6 +48,12 @@ def make_source(source: str = "sam_auto", model_type: str = "vit_h", checkpoint:
         return HierarchicalSuperpixels(**{k: v for k, v in params.items() if k in SUPERPIXEL_PARAMS})
     if source not in SOURCES:
         raise SeplError(f"unknown mask source '{source}'", hint=f"use one of {', '.join(SOURCES)}")
+    if source in ("sam2_auto", "samhq_auto"):  # transformers' SAM 2 / SAM-HQ; checkpoint = folder, file or hub name
+        from ..masks.sam2_auto import build_auto_masks
+
+        return build_auto_masks(source[:-5], checkpoint, device=device, dtype=dtype, image_batch=image_batch,
+                                random_weights=bool(params.get("random_weights", False)),
+                                **{k: v for k, v in params.items() if k in AUTO_PARAMS})
     from ..masks.build import build_sam
     from ..masks.checkpoints import resolve_checkpoint
 

@@ -18,7 +18,7 @@ import numpy as np
 
 import fiftyone as fo
 
-from ._models import ImageModel
+from ._models import LoaderModel
 from ..errors import SeplError
 from ..masks.base import MaskSet, MaskSource
 from .convert import detection_box_pixels, masks_to_detections, sample_name
@@ -251,14 +251,20 @@ def _one(src, sample, image, summary) -> Optional[fo.Detections]:
         return None
 
 
-class MaskSourceModel(ImageModel):
-    """A mask source as a FiftyOne model: ``dataset.apply_model(MaskSourceModel(src), "masks")``.
-
-    Images arrive as HxWx3 uint8 RGB arrays; each prediction is a ``fo.Detections``.
+class MaskSourceModel(LoaderModel):
+    """A mask source as a FiftyOne model: ``dataset.apply_model(MaskSourceModel(src), "masks",
+    batch_size=4, num_workers=2)``: batches of HxWx3 uint8 RGB arrays (any sizes) go to
+    ``src.generate_batch``; each prediction is a ``fo.Detections``. The run is recorded
+    (method ``apply_model:MaskSourceModel``, the source's name).
     """
 
     def __init__(self, source: MaskSource):
         self.source = source
+
+    def run_params(self):
+        src = self.source
+        return {"source": getattr(src, "name", type(src).__name__), "is_sam": bool(getattr(src, "is_sam", True)),
+                "model_type": getattr(src, "model_type", None)}
 
     def predict(self, arg):
         return to_detections(self.source.generate(np.asarray(arg)))

@@ -1,0 +1,177 @@
+"""sepl's FiftyOne models under ``apply_model``: batches honoured, data-loader workers,
+``needs_fields`` of SEPLModel, run records, and a zoo model's masks refined like sepl's."""
+
+from typing import List
+
+import numpy as np
+import pytest
+
+import fiftyone as fo
+
+from sepl.errors import SeplError
+from sepl.masks.base import MaskSet
+
+
+class RecordingSource:
+    """A mask source that records the batches it gets: one mask = the image's top half."""
+
+    name = "recording"
+    is_sam = False
+
+    def __init__(self, fail: bool = False):
+        self.batches: List[List[tuple]] = []
+        self.fail = fail
+
+    def generate(self, image):
+        return self.generate_batch([image])[0]
+
+    def generate_batch(self, images):
+        if self.fail:
+            raise SeplError("this source always fails")
+        self.batches.append([im.shape for im in images])
+        out = []
+        for im in images:
+            m = np.zeros((1,) + im.shape[:2], bool)
+            m[0, : im.shape[0] // 2] = True
+            out.append(MaskSet(m, source=self.name, predicted_iou=np.array([float(im.mean())])))
+        return out
+
+
+@pytest.fixture
+def mixed_sizes(synth_dataset, tmp_path):
+    """The 8 generated scenes, the last three resized, so batches mix image sizes."""
+    from PIL import Image
+
+    for k, s in enumerate(synth_dataset.skip(5)):
+        path = tmp_path / f"resized{k}.jpg"
+        Image.open(s.filepath).resize((120 + 10 * k, 90)).save(path)
+        s.filepath = str(path)
+        s.save()
+    synth_dataset.compute_metadata(overwrite=True)
+    return synth_dataset
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_mask_source_model_batches_and_workers(mixed_sizes, num_workers):
+    from sepl.fo.convert import load_masks
+    from sepl.fo.masks import MaskSourceModel
+    from sepl.labelio import read_image
+
+    src = RecordingSource()
+    mixed_sizes.apply_model(MaskSourceModel(src), "m", batch_size=3, num_workers=num_workers)
+    assert [len(b) for b in src.batches] == [3, 3, 2]
+    assert len({shape for b in src.batches for shape in b}) > 1  # sizes mixed within the run
+    for s in mixed_sizes:
+        im = read_image(s.filepath)  # sepl's reader: same pixels as sepl's own commands
+        (det,) = s.m.detections
+        assert det.confidence == pytest.approx(float(im.mean()))
+        assert load_masks(s, "m").shape == (1,) + im.shape[:2]
+    info = mixed_sizes.get_run_info("sepl_m").config.serialize()
+    assert info["method"] == "apply_model:MaskSourceModel" and info["source"] == "recording"
+
+
+def test_failed_apply_model_leaves_no_record(mixed_sizes):
+    from sepl.fo.masks import MaskSourceModel
+
+    with pytest.raises(SeplError, match="always fails"):
+        mixed_sizes.apply_model(MaskSourceModel(RecordingSource(fail=True)), "bad", batch_size=2,
+                                num_workers=0, skip_failures=False)
+    assert not mixed_sizes.has_run("sepl_bad") and not mixed_sizes.has_field("bad")
+
+
+def test_deeplab_model_batches(mixed_sizes):
+    from sepl.fo.deeplab import DeepLabModel
+
+    class Predictor:
+        classes = ["background", "a", "b"]
+        mode, crop_size = "whole", 321
+
+        def predict(self, image):
+            return np.full(image.shape[:2], 1, np.uint8)
+
+    class Counting(DeepLabModel):
+        sizes: List[int] = []
+
+        def predict_all(self, args):
+            self.sizes.append(len(args))
+            return super().predict_all(args)
+
+    model = Counting(Predictor(), checkpoint="/x/model_best.pth")
+    mixed_sizes.apply_model(model, "dl", batch_size=4, num_workers=0)
+    assert model.sizes == [4, 4]
+    assert mixed_sizes.mask_targets["dl"] == {0: "background", 1: "a", 2: "b"}
+    assert mixed_sizes.get_run_info("sepl_dl").config.checkpoint == "/x/model_best.pth"
+
+
+def test_grounded_model_batches(mixed_sizes):
+    from sepl.fo.convert import to_classifications
+    from sepl.fo.grounded import GroundedSAMModel
+
+    for s in mixed_sizes:
+        s["image_labels"] = to_classifications(["person"])
+        s.save()
+
+    class Pipeline:
+        class_names = ["background", "person"]
+
+    class Counting(GroundedSAMModel):
+        sizes: List[int] = []
+
+        def predict_all(self, args, samples=None):  # the pipeline's part is tested elsewhere
+            self.sizes.append(len(args))
+            assert [self._tags(s) for s in samples] == [["person"]] * len(args)
+            return [dict(labels=fo.Segmentation(mask=np.zeros(a.shape[:2], np.uint8)), detections=fo.Detections())
+                    for a in args]
+
+    model = Counting(Pipeline())
+    mixed_sizes.apply_model(model, "g", batch_size=5, num_workers=0)
+    assert model.sizes == [5, 3] and mixed_sizes.count("g_labels") == 8
+    info = mixed_sizes.get_run_info("sepl_g_labels").config.serialize()
+    assert info["fields"] == ["g_labels", "g_detections"] and info["tags_field"] == "image_labels"
+    assert mixed_sizes.mask_targets["g_labels"] == {0: "background", 1: "person"}
+
+
+@pytest.fixture
+def refinable(synth_dataset):
+    """synth_dataset plus seeds (GT without 255, shifted) and masks (GT components)."""
+    from sepl.fo.convert import masks_to_detections, set_mask_targets, to_segmentation
+    from sepl.synth import SYNTH_CLASSES
+
+    for s in synth_dataset.iter_samples(autosave=True):
+        gt = s.ground_truth.mask
+        seed = np.roll(np.where(gt == 255, 0, gt), 4, axis=1).astype(np.uint8)
+        s["seeds"] = to_segmentation(seed)
+        masks = np.stack([gt == c for c in np.unique(gt) if c not in (0, 255)] + [np.ones(gt.shape, bool)])
+        s["masks"] = masks_to_detections(masks)
+    set_mask_targets(synth_dataset, "seeds", dict(enumerate(SYNTH_CLASSES)))
+    return synth_dataset
+
+
+def test_sepl_model_fields_batches_and_record(refinable):
+    import sepl
+    from sepl.fo import refine
+    from sepl.fo.convert import load_label_map
+
+    ds = refinable
+    # no fields anywhere: refused before the first sample, nothing written, nothing recorded
+    with pytest.raises(SeplError, match="seed_field and masks_field"):
+        ds.apply_model(sepl.SEPLModel(), label_field="none")
+    assert not ds.has_field("none") and not ds.has_run("sepl_none")
+    with pytest.raises(SeplError, match="unknown arguments"):
+        ds.apply_model(sepl.SEPLModel(), label_field="none", seed_field="seeds", mask_field="masks")
+    # fields given to the constructor only (apply_model passes none): all 8 written, in batches
+    model = sepl.SEPLModel(seed_field="seeds", masks_field="masks")
+    calls = []
+    orig = model.predict_all
+    model.predict_all = lambda args, samples=None: calls.append(len(args)) or orig(args, samples)
+    ds.apply_model(model, label_field="by_model", batch_size=3)
+    assert ds.count("by_model") == len(ds) == 8 and calls == [3, 3, 2]
+    refine(ds, "seeds", "masks", "by_refine")
+    for s in ds:
+        assert np.array_equal(load_label_map(s, "by_model"), load_label_map(s, "by_refine"))
+    assert ds.mask_targets["by_model"] == ds.mask_targets["seeds"]
+    cfg = ds.get_run_info("sepl_by_model").config.serialize()
+    assert cfg["method"] == "apply_model:SEPLModel" and cfg["seed_field"] == "seeds" and cfg["mode"] == "paper"
+    # apply_model's arguments override the constructor's; rerunning into the field re-records it
+    ds.apply_model(model, label_field="by_model", seed_field="seeds", masks_field="by_refine_masks")
+    assert ds.get_run_info("sepl_by_model").config.masks_field == "by_refine_masks"

@@ -175,3 +175,95 @@ def test_sepl_model_fields_batches_and_record(refinable):
     # apply_model's arguments override the constructor's; rerunning into the field re-records it
     ds.apply_model(model, label_field="by_model", seed_field="seeds", masks_field="by_refine_masks")
     assert ds.get_run_info("sepl_by_model").config.masks_field == "by_refine_masks"
+
+
+class ZooLikeSAM:
+    """What FiftyOne's SAM zoo models store in automatic mode (``_forward_pass_auto`` in
+    fiftyone/utils/sam.py): one ``Detection.from_mask(mask, score=predicted_iou,
+    stability=stability_score)`` per record of segment-anything's automatic generator."""
+
+    def __new__(cls, records):
+        import fiftyone.core.models as fom
+
+        class Model(fom.Model):
+            media_type = "image"
+            ragged_batches = False
+            transforms = None
+            preprocess = False
+
+            def predict(self, img):
+                return fo.Detections(detections=[
+                    fo.Detection.from_mask(mask=r["segmentation"], score=r["predicted_iou"],
+                                           stability=r["stability_score"]) for r in records(img)])
+
+            def predict_all(self, imgs):
+                return [self.predict(im) for im in imgs]
+
+        return Model()
+
+
+def _amg_records(img):
+    """SamAutomaticMaskGenerator-style records made from the image's colours (and a box)."""
+    masks = [img[..., c] > 128 for c in range(3)] + [img.mean(-1) < 60]
+    box = np.zeros(img.shape[:2], bool)
+    box[10:50, 20:90] = True
+    masks.append(box)
+    return [{"segmentation": m, "predicted_iou": 0.9 - 0.05 * k, "stability_score": 0.95}
+            for k, m in enumerate(masks) if m.any()]
+
+
+def test_zoo_sam_output_refines_like_sepl_masks(refinable):
+    from sepl.fo import refine
+    from sepl.fo.convert import load_label_map, load_masks
+    from sepl.fo.masks import generate_masks, to_detections
+    from sepl.labelio import read_image
+
+    ds = refinable
+    name = "segment-anything-vitb-torch"
+    summary = generate_masks(ds, "zoo_masks", source=f"zoo:{name}", mask_source=ZooLikeSAM(_amg_records),
+                             batch_size=3)
+    assert summary["processed"] == len(ds) and not summary["failed"]
+    cfg = ds.get_run_info("sepl_zoo_masks").config.serialize()
+    assert cfg["method"] == "masks" and cfg["source"] == f"zoo:{name}"
+    # the same masks as sepl stores them
+    for s in ds.iter_samples(autosave=True):
+        recs = _amg_records(read_image(s.filepath))
+        ms = MaskSet(np.stack([r["segmentation"] for r in recs]), source="sam_auto",
+                     predicted_iou=np.array([r["predicted_iou"] for r in recs]),
+                     stability_score=np.array([r["stability_score"] for r in recs]))
+        s["own_masks"] = to_detections(ms)
+    for s in ds:
+        assert np.array_equal(load_masks(s, "zoo_masks"), load_masks(s, "own_masks"))
+    for mode in ("paper", "official"):
+        refine(ds, "seeds", "zoo_masks", f"from_zoo_{mode}", mode=mode)
+        refine(ds, "seeds", "own_masks", f"from_own_{mode}", mode=mode)
+        changed = 0
+        for s in ds:
+            a, b = load_label_map(s, f"from_zoo_{mode}"), load_label_map(s, f"from_own_{mode}")
+            assert np.array_equal(a, b)
+            changed += int((a != load_label_map(s, "seeds")).any())
+            da, db = s[f"from_zoo_{mode}_masks"].detections, s[f"from_own_{mode}_masks"].detections
+            assert [(d.label, d.selected) for d in da] == [(d.label, d.selected) for d in db]
+        assert changed  # the masks did change the seeds
+    # a rerun resumes: nothing left to do, the model is not even needed
+    again = generate_masks(ds, "zoo_masks", source=f"zoo:{name}", mask_source=ZooLikeSAM(_amg_records))
+    assert again["processed"] == 0 and again["skipped"] == len(ds)
+
+
+def test_zoo_model_offline_and_unknown_names(refinable):
+    import fiftyone.zoo as foz
+
+    from sepl.fo.masks import generate_masks
+
+    name = "segment-anything-vitb-torch"
+    if foz.is_zoo_model_downloaded(name):
+        pytest.skip(f"{name} is downloaded here")
+    with pytest.raises(SeplError) as e:
+        generate_masks(refinable, "z", source=f"zoo:{name}")
+    msg = str(e.value)
+    assert f"'{name}' is not downloaded" in msg and fo.config.model_zoo_dir in msg
+    assert "sam_vit_b_01ec64.pth" in msg and "--download" in msg
+    assert not refinable.has_run("sepl_z") and not refinable.has_field("z")
+    with pytest.raises(SeplError, match="segment-anything-vitb-torch") as e:
+        generate_masks(refinable, "z", source="zoo:segment-anything-vitb16-image-torch")
+    assert "is not a model of FiftyOne" in str(e.value) and not refinable.has_run("sepl_z")

@@ -44,7 +44,8 @@ def make_source(source: str = "sam_auto", model_type: str = "vit_h", checkpoint:
 
         return HierarchicalSuperpixels(**{k: v for k, v in params.items() if k in SUPERPIXEL_PARAMS})
     if source not in SOURCES:
-        raise SeplError(f"unknown mask source '{source}'", hint=f"use one of {', '.join(SOURCES)}")
+        hint = f"use one of {', '.join(SOURCES)}, or zoo:<FiftyOne zoo SAM> with generate_masks"
+        raise SeplError(f"unknown mask source '{source}'", hint=hint)
     from ..masks.build import build_sam
     from ..masks.checkpoints import resolve_checkpoint
 
@@ -157,8 +158,10 @@ def generate_masks(
     """Generate class-agnostic masks for the samples of ``view`` into ``out_field``.
 
     Args:
-        source: "sam_auto", "sam_box" (one mask per box of ``prompt_field``) or
-            "superpixels" (classical, NOT SAM).
+        source: "sam_auto", "sam_box" (one mask per box of ``prompt_field``),
+            "superpixels" (classical, NOT SAM), or "zoo:<name>" for a FiftyOne model-zoo SAM
+            (e.g. "zoo:segment-anything-vitb-torch", see ``sepl.fo.zoo``; ``mask_source``
+            is then an already loaded zoo model).
         params: the source's parameters (e.g. ``points_per_side``, ``pred_iou_thresh``).
         batch_size: images per batch (the SAM encoder runs them together).
         shard: ``(i, n)``: only this worker's fixed share of the view.
@@ -169,6 +172,11 @@ def generate_masks(
     "sample: error"), ``source``. Samples that fail (unreadable image, bad prompts) are
     reported and left without the field, so a rerun retries them; the others are saved.
     """
+    from .zoo import generate_zoo_masks, zoo_name
+
+    if zoo_name(source):  # "zoo:<FiftyOne zoo model>": FiftyOne runs it (sepl.fo.zoo)
+        return generate_zoo_masks(view, out_field, zoo_name(source), batch_size=batch_size, download=download,
+                                  overwrite=overwrite, shard=shard, progress=progress, model=mask_source)
     params = dict(params or {})
     dataset = view._dataset
     if source == "sam_box" and not prompt_field:

@@ -267,3 +267,37 @@ def test_zoo_model_offline_and_unknown_names(refinable):
     with pytest.raises(SeplError, match="segment-anything-vitb-torch") as e:
         generate_masks(refinable, "z", source="zoo:segment-anything-vitb16-image-torch")
     assert "is not a model of FiftyOne" in str(e.value) and not refinable.has_run("sepl_z")
+
+
+def test_cli_zoo_model_offline(refinable, capsys):
+    import fiftyone.zoo as foz
+
+    from sepl.cli import main
+
+    if foz.is_zoo_model_downloaded("segment-anything-vitb-torch"):
+        pytest.skip("the zoo model is downloaded here")
+    refinable.persistent = True
+    assert main(["masks", "--dataset", refinable.name, "--zoo-model", "segment-anything-vitb-torch",
+                 "--out-field", "z"]) == 1
+    err = capsys.readouterr().err
+    assert "not downloaded" in err and "fiftyone zoo models download segment-anything-vitb-torch" in err
+
+
+def test_operator_takes_a_zoo_model(refinable, monkeypatch, tmp_path):
+    """"Generate masks" with source "zoo": the form lists the zoo's SAMs; offline it says why."""
+    from pathlib import Path
+
+    import fiftyone.operators as foo
+    import fiftyone.zoo as foz
+
+    if foz.is_zoo_model_downloaded("segment-anything-vitb-torch"):
+        pytest.skip("the zoo model is downloaded here")
+    (tmp_path / "sepl").symlink_to(Path(__file__).resolve().parents[1], target_is_directory=True)
+    monkeypatch.setattr(fo.config, "plugins_dir", str(tmp_path))
+    params = dict(source="zoo", zoo_model="segment-anything-vitb-torch", out_field="z", delegate=False)
+    from fiftyone.operators.executor import ExecutionError
+
+    with pytest.raises(ExecutionError, match="'segment-anything-vitb-torch' is not downloaded"):
+        foo.execute_operator("@sepl/sepl/generate_masks", ctx=dict(dataset=refinable, view=refinable.view(),
+                                                                   params=params))
+    assert not refinable.has_run("sepl_z")

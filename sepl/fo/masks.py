@@ -114,6 +114,8 @@ def shard_view(view, shard: Optional[Tuple[int, int]]):
 def run_params(source: str, model_type: str, params: Dict[str, Any], checkpoint: Optional[str],
                prompt_field: Optional[str]) -> Dict[str, Any]:
     """What a run records (and a resume must match): JSON-serialisable."""
+    if source.startswith("zoo:"):  # a FiftyOne zoo model: its name says it all
+        return {"source": source, "params": {}}
     out = {"source": source, "params": {k: params[k] for k in sorted(params)}}
     if source != "superpixels":
         out["model_type"] = model_type

@@ -104,13 +104,13 @@ def generate_zoo_masks(
     the summary of ``sepl.fo.masks.generate_masks`` (``processed``, ``skipped``, ``failed``,
     ``source``).
     """
-    from .masks import shard_view
+    from .masks import run_params, shard_view
 
     dataset = view._dataset
     source = PREFIX + name
     if model is None:  # before anything is recorded: a run that cannot start leaves nothing
         check_zoo_model(name, download)
-    resume = start_run(dataset, out_field, "masks", {"source": source, "params": {}}, overwrite=overwrite)
+    resume = start_run(dataset, out_field, "masks", run_params(source, "", {}, None, None), overwrite=overwrite)
     if not dataset.has_field(out_field):
         dataset.add_sample_field(out_field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
     mine = shard_view(view, shard)

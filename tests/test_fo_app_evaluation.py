@@ -7,7 +7,6 @@ import re
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from sepl.synth import SYNTH_CLASSES

@@ -208,3 +208,16 @@ def test_cli_match_by_name(seg_ds, capsys):
     assert "--match-by name" in capsys.readouterr().err
     assert main(["evaluate", "--dataset", seg_ds.name, "--pred", "rev", "--match-by", "name"]) == 0
     assert "rev: mIoU 100.00" in capsys.readouterr().out
+
+
+def test_operator_match_by_name(seg_ds, plugin):
+    import fiftyone.operators as foo
+    from fiftyone.operators.executor import ExecutionError
+
+    _reverse_targets(seg_ds, "rev", remap_pixels=True)
+    ctx = dict(dataset=seg_ds, view=seg_ds.view(), params=dict(gt_field="ground_truth", pred_field="rev"))
+    with pytest.raises(ExecutionError, match="match_by='name'"):
+        foo.execute_operator("@sepl/sepl/evaluate_segmentation", ctx=ctx)
+    ctx["params"]["match_by"] = "name"
+    foo.execute_operator("@sepl/sepl/evaluate_segmentation", ctx=ctx)
+    assert seg_ds.load_evaluation_results("rev").miou() == pytest.approx(1.0)

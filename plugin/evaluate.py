@@ -39,7 +39,7 @@ class EvaluateSegmentation(foo.Operator):
         view = target_view(ctx)
         results = yield from run_with_progress(ctx, lambda progress: evaluate(
             view, fields, p["gt_field"], overwrite=p.get("overwrite", False),
-            strict=not p.get("skip_bad", False), progress=progress))
+            strict=not p.get("skip_bad", False), progress=progress, match_by=p.get("match_by", "index")))
         if not ctx.delegated:
             yield ctx.trigger("reload_dataset")
         return {r.key: r.miou() for r in results}
@@ -60,6 +60,9 @@ def _evaluate_form(ctx, inputs) -> bool:
     inputs.enum("baseline_field", preds, required=False, label="Compare with (before)",
                 description="optional: e.g. the seeds; stores <prediction>_delta per sample",
                 view=types.DropdownView())
+    inputs.enum("match_by", ["index", "name"], default="index", label="Match classes by",
+                description="index: value k is GT class k (fields naming classes differently are refused); "
+                            "name: map the prediction's classes to the GT's by name")
     inputs.bool("skip_bad", default=False, label="Skip samples that cannot be scored without failing")
     inputs.bool("overwrite", default=False, label="Overwrite an evaluation made with other parameters")
     return True

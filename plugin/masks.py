@@ -13,6 +13,7 @@ _SOURCES = {
     "superpixels": "Superpixels (classical, NOT SAM: no checkpoint needed)",
     "sam2_auto": "SAM 2 / 2.1 automatic masks (transformers; checkpoint = model folder or hub name)",
     "samhq_auto": "SAM-HQ automatic masks (transformers; checkpoint = model folder or hub name)",
+    "zoo": "A SAM of FiftyOne's model zoo (FiftyOne runs it; weights in its zoo folder)",
 }
 _HF = ("sam2_auto", "samhq_auto")
 _AUTO = [  # name, type, default, label
@@ -72,6 +73,13 @@ class GenerateMasks(foo.Operator):
             inputs.view("not_sam", types.Warning(label="Superpixels are not SAM masks",
                                                   description="coarser regions; SEPL gains little from them"))
             inputs.enum("sp_mode", ["partition", "hierarchy"], default="partition", label="Regions")
+        elif source == "zoo":
+            from sepl.fo.zoo import sam_zoo_models
+
+            inputs.enum("zoo_model", sam_zoo_models(), default="segment-anything-vitb-torch", required=True,
+                        label="Zoo model")
+            inputs.bool("download", default=False, label="Download the weights if missing (needs a network)")
+            inputs.int("batch_size", default=4, label="Images per batch")
         else:
             _sam_inputs(ctx, inputs)
         if source == "sam_box":
@@ -102,6 +110,8 @@ class GenerateMasks(foo.Operator):
 
         p = form_params(ctx)
         source = p.get("source", "sam_auto")
+        if source == "zoo":
+            source = "zoo:" + p["zoo_model"]
         n = int(p.get("num_shards", 1) or 1)
         view = target_view(ctx)
         common = dict(out_field=p["out_field"], source=source, model_type=p.get("model_type", "vit_h"),
@@ -119,6 +129,7 @@ class GenerateMasks(foo.Operator):
                 ctx.set_progress(progress=fraction, label=label)
 
         summary = masks.generate_masks(view, device=p.get("device", "auto"), batch_size=p.get("batch_size", 4),
+                                       download=bool(p.get("download", False)),
                                        overwrite=p.get("overwrite", False), shard=shard, progress=progress, **common)
         if not ctx.delegated:
             ctx.trigger("reload_dataset")

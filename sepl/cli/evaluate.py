@@ -16,7 +16,8 @@ def register(subparsers):
         examples="  sepl evaluate --dataset voc-train --pred seeds sepl --gt ground_truth\n"
                  "  sepl evaluate --dataset voc-train --pred sepl --worst 10\n"
                  "  sepl evaluate --dataset voc-train --pred seeds sepl --worst 10 --by delta\n"
-                 "  sepl evaluate --dataset voc-train --pred seeds sepl --plots figures/",
+                 "  sepl evaluate --dataset voc-train --pred seeds sepl --plots figures/\n"
+                 "  sepl evaluate --dataset voc-train --pred deeplab --match-by name",
     )
     add_dataset_args(p)
     p.add_argument("--pred", nargs="+", required=True, help="prediction field(s); two = before, after")
@@ -26,6 +27,9 @@ def register(subparsers):
     p.add_argument("--plots", help="folder to write per-class IoU bars and the per-sample histogram into")
     p.add_argument("--skip-bad", action="store_true", help="report unscorable samples without failing")
     p.add_argument("--overwrite", action="store_true", help="replace an evaluation made otherwise")
+    p.add_argument("--match-by", choices=["index", "name"], default="index",
+                   help="how prediction values meet GT classes: 'index' (value k = GT class k; a field "
+                        "whose mask targets name classes differently is refused) or 'name' (map by class name)")
     p.set_defaults(func=run)
     return p
 
@@ -37,7 +41,8 @@ def run(args) -> int:
     from .refine import load_view
 
     view = load_view(args)
-    results = evaluate(view, args.pred, args.gt, overwrite=args.overwrite, strict=not args.skip_bad)
+    results = evaluate(view, args.pred, args.gt, overwrite=args.overwrite, strict=not args.skip_bad,
+                       match_by=args.match_by)
     for r in results:
         print(f"{r.config.pred_field}: mIoU {100 * r.miou():.2f} on {r.num_samples} samples "
               f"({len(r.failures)} skipped)")

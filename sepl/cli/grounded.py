@@ -37,7 +37,8 @@ def register(subparsers):
     d.add_argument("--config", default="SwinT_OGC", help="groundingdino-py config: SwinT_OGC, SwinB or a .py path")
     d.add_argument("--checkpoint", default=None, help="Grounding DINO .pth (groundingdino backend)")
     d.add_argument("--text-encoder", default=None, help="local bert-base-uncased folder (groundingdino backend)")
-    d.add_argument("--hf-model", default=None, help="Hugging Face Grounding DINO folder (transformers backend)")
+    d.add_argument("--hf-model", default=None, help="Hugging Face Grounding DINO folder, or a hub name such as "
+                   "IDEA-Research/grounding-dino-tiny where a network exists (transformers backend)")
     s = p.add_argument_group("SAM")
     s.add_argument("--sam-model", default="vit_h", choices=["vit_h", "vit_l", "vit_b", "tiny"])
     s.add_argument("--sam-checkpoint", default=None, help="SAM .pth")

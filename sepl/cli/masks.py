@@ -19,6 +19,8 @@ EXAMPLES = """\
   sepl masks --dataset voc --source superpixels --out-field superpixel_masks
   # one SAM mask per box of a Detections field
   sepl masks --dataset voc --source sam_box --prompt-field detections --out-field box_masks
+  # a FiftyOne model-zoo SAM, run by FiftyOne (weights in FiftyOne's zoo folder; --download fetches them)
+  sepl masks --dataset voc --zoo-model segment-anything-vitb-torch --out-field zoo_masks
 """
 
 
@@ -38,6 +40,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out-dir", default=None, help="with --images: where the per-image amg folders go")
     p.add_argument("--source", choices=["sam_auto", "sam_box", "superpixels", "sam2_auto", "samhq_auto"],
                    default="sam_auto", help="sam2_auto / samhq_auto: --checkpoint is a transformers folder or hub name")
+    p.add_argument("--zoo-model", default=None,
+                   help="with --dataset: a FiftyOne model-zoo SAM instead of --source (e.g. "
+                        "segment-anything-vitb-torch; its weights load from FiftyOne's zoo folder, --download)")
     p.add_argument("--model-type", choices=["vit_h", "vit_l", "vit_b", "tiny"], default="vit_h")
     p.add_argument("--checkpoint", default=None, help="SAM .pth file")
     p.add_argument("--download", action="store_true", help="download the released checkpoint if none is found")
@@ -105,7 +110,8 @@ def run(args) -> int:
     ds = fo.load_dataset(args.dataset)
     view = ds.load_saved_view(args.view) if args.view else ds.view()
     summary = masks.generate_masks(
-        view, out_field=args.out_field, source=args.source, model_type=args.model_type,
+        view, out_field=args.out_field, source=f"zoo:{args.zoo_model}" if args.zoo_model else args.source,
+        model_type=args.model_type,
         checkpoint=args.checkpoint, params=_params(args), prompt_field=args.prompt_field, device=args.device,
         dtype=args.dtype, batch_size=args.batch_size, download=args.download, multimask=args.multimask,
         overwrite=args.overwrite, shard=_shard(args.shard), num_workers=args.workers)

@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 import fiftyone as fo
 
-from ._models import ImageModel
+from ._models import LoaderModel
 from ..errors import SeplError
 from .convert import set_mask_targets
 from .export import export_segmentation, read_manifest
@@ -26,7 +26,7 @@ from .runs import pending_view, start_run
 Progress = Callable[[float, str], None]
 
 
-class DeepLabModel(ImageModel):
+class DeepLabModel(LoaderModel):
     """A trained sepl DeepLab as a FiftyOne model: ``dataset.apply_model(model, "field")``
     stores an ``fo.Segmentation`` (uint8 class indices) per image.
 
@@ -34,15 +34,17 @@ class DeepLabModel(ImageModel):
         predictor: a :class:`sepl.deeplab.predict.Predictor`.
     """
 
-    def __init__(self, predictor):
+    def __init__(self, predictor, checkpoint: Optional[str] = None):
         self.predictor = predictor
+        self.checkpoint = checkpoint
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: Optional[str] = None, mode: str = "whole",
                         crop_size: Optional[int] = None) -> "DeepLabModel":
         from ..deeplab.predict import Predictor
 
-        return cls(Predictor.from_checkpoint(path, device=device, mode=mode, crop_size=crop_size))
+        return cls(Predictor.from_checkpoint(path, device=device, mode=mode, crop_size=crop_size),
+                   checkpoint=str(Path(path).resolve()))
 
     @property
     def classes(self):
@@ -51,6 +53,13 @@ class DeepLabModel(ImageModel):
     @property
     def mask_targets(self) -> Dict[int, str]:
         return dict(enumerate(self.predictor.classes))
+
+    def run_params(self):
+        p = self.predictor
+        return {"checkpoint": self.checkpoint, "mode": p.mode, "crop_size": p.crop_size, "classes": list(p.classes)}
+
+    def on_done(self, dataset, label_field):
+        set_mask_targets(dataset, label_field, self.mask_targets)
 
     def predict(self, arg) -> fo.Segmentation:
         """``arg``: (H, W, 3) uint8 RGB image (FiftyOne's loader gives RGB)."""
@@ -81,6 +90,7 @@ def predict_to_field(
     if len(view) == 0:
         raise SeplError("the view to predict on is empty", hint="pick a view or dataset that has samples")
     model = DeepLabModel.from_checkpoint(checkpoint, device=device, mode=mode, crop_size=crop_size)
+    model.record_run = False  # recorded here, as "deeplab_predict", so that a rerun resumes
     dataset = view._dataset
     params = dict(checkpoint=str(Path(checkpoint).resolve()), mode=mode, crop_size=crop_size)
     resume = start_run(dataset, field, "deeplab_predict", params, overwrite=overwrite)

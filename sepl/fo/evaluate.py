@@ -14,6 +14,18 @@ key ``<field>`` by default, and stores:
 
 Unlike ``fo.evaluate_segmentations`` it never resizes a mask silently, reads masks in bulk
 and scores IoU. ``dataset.delete_evaluation(key)`` removes the run and its fields.
+
+In FiftyOne's terms it is a first-class segmentation evaluation: importing ``sepl.fo``
+registers ``fo.evaluate_segmentations(view, "sepl", method="sepl")``; the results carry
+FiftyOne's per-label matches (so the App's Model Evaluation panel opens the samples behind
+a class or a confusion-matrix cell), treat class 0 as the "missing" background class for
+accuracy/precision/recall as a native evaluation does, and report ``mIoU`` in
+``results.metrics()`` and as the custom metric ``@sepl/sepl/miou`` (which the plugin also
+provides for native segmentation evaluations: ``custom_metrics=["@sepl/sepl/miou"]``).
+
+Class names: a prediction field whose mask targets name a value differently from the GT's
+(e.g. the same classes in another order) is refused with both fields named, unless
+``match_by="name"`` maps its values to the GT classes of the same names.
 """
 
 from __future__ import annotations
@@ -47,15 +59,19 @@ class SeplSegmentationEvaluationConfig(SegmentationEvaluationConfig):
         ignore_index: GT value left out of every score (255).
         per_class_fields: store ``<key>_class_iou`` per sample.
         baseline_key: eval key of a "before" run; ``<key>_delta`` is stored when given.
+        match_by: "index" (default): prediction value k is GT class k, and a prediction
+            field whose mask targets name a value differently from the GT's is refused;
+            "name": prediction values are mapped to the GT class of the same name.
     """
 
     def __init__(self, pred_field, gt_field, num_classes=None, ignore_index=IGNORE_INDEX,
-                 per_class_fields=True, baseline_key=None, **kwargs):
+                 per_class_fields=True, baseline_key=None, match_by="index", **kwargs):
         super().__init__(pred_field, gt_field, **kwargs)
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.per_class_fields = per_class_fields
         self.baseline_key = baseline_key
+        self.match_by = match_by
 
     @property
     def method(self):
@@ -71,8 +87,37 @@ def _fields(eval_key: str, config) -> List[str]:
     return fields
 
 
+MATCH_BY = ("index", "name")
+# the URI under which sepl's mIoU appears among an evaluation's custom metrics (the plugin's
+# EvaluationMetric operator of that name computes it for native segmentation evaluations)
+MIOU_METRIC_URI = "@sepl/sepl/miou"
+
+
 class SeplSegmentationEvaluation(SegmentationEvaluation):
     """Confusion-matrix evaluation with per-sample and dataset IoU."""
+
+    _plan = None
+
+    def register_run(self, samples, key, overwrite=True, cleanup=True):
+        # check the class names before FiftyOne records anything: a refused run leaves nothing
+        self._prepare(samples)
+        super().register_run(samples, key, overwrite=overwrite, cleanup=cleanup)
+
+    def _prepare(self, samples, mask_targets=None) -> Tuple[List[str], Optional[np.ndarray]]:
+        """(class names of the C GT classes, prediction value -> GT class lookup or None)."""
+        if self._plan is None:
+            cfg = self.config
+            ds = samples._dataset
+            targets = mask_targets or get_mask_targets(ds, cfg.gt_field)
+            num_classes = cfg.num_classes or (max(targets) + 1 if targets else None)
+            if not num_classes:
+                raise SeplError(f"ground-truth field '{cfg.gt_field}' has no mask targets",
+                                hint="set its mask targets or pass num_classes")
+            classes = [targets.get(i, str(i)) for i in range(num_classes)]
+            lut = class_lookup(get_mask_targets(ds, cfg.pred_field), targets, cfg.pred_field, cfg.gt_field,
+                               getattr(cfg, "match_by", "index"), cfg.ignore_index)
+            self._plan = (classes, lut)
+        return self._plan
 
     def register_samples(self, samples, eval_key):
         if eval_key is None:
@@ -85,47 +130,130 @@ class SeplSegmentationEvaluation(SegmentationEvaluation):
             ds.add_sample_field(f"{eval_key}_delta", fof.FloatField)
 
     def get_fields(self, samples, eval_key, include_custom_metrics=True):
-        return _fields(eval_key, self.config)
+        fields = _fields(eval_key, self.config)
+        if include_custom_metrics:
+            fields.extend(self.get_custom_metric_fields(samples, eval_key))
+        return fields
 
     def rename(self, samples, eval_key, new_eval_key):
         ds = samples._dataset
         for old, new in zip(_fields(eval_key, self.config), _fields(new_eval_key, self.config)):
             if ds.has_sample_field(old):
                 ds.rename_sample_field(old, new)
+        self.rename_custom_metrics(samples, eval_key, new_eval_key)
+        samples._rename_sidebar_group(eval_key, new_eval_key)
 
     def cleanup(self, samples, eval_key):
         ds = samples._dataset
         for f in _fields(eval_key, self.config):
             if ds.has_sample_field(f):
                 ds.delete_sample_field(f)
+        self.cleanup_custom_metrics(samples, eval_key)
         samples._delete_empty_sidebar_group(eval_key)
 
     def evaluate_samples(self, samples, eval_key=None, mask_targets=None, progress=None):
         cfg = self.config
-        targets = mask_targets or get_mask_targets(samples._dataset, cfg.gt_field)
-        num_classes = cfg.num_classes or (max(targets) + 1 if targets else None)
-        if not num_classes:
-            raise SeplError(f"ground-truth field '{cfg.gt_field}' has no mask targets",
-                            hint="set its mask targets or pass num_classes")
-        classes = [targets.get(i, str(i)) for i in range(num_classes)]
+        classes, lut = self._prepare(samples, mask_targets)
+        num_classes = len(classes)
         # ``progress`` is ours (a callback(fraction, label)) when called from ``evaluate``
         cm, per_sample, failures = evaluate_arrays(samples, cfg.pred_field, cfg.gt_field, num_classes,
-                                                      cfg.ignore_index, progress if callable(progress) else None)
+                                                      cfg.ignore_index, progress if callable(progress) else None,
+                                                      pred_lut=lut)
         if eval_key is not None:
             _store_per_sample(samples, eval_key, cfg, per_sample, classes)
-        results = SeplSegmentationResults(samples, cfg, eval_key, cm.matrix, classes, backend=self)
+        results = SeplSegmentationResults(samples, cfg, eval_key, cm.matrix, classes,
+                                          matches=_matches(samples, cfg, per_sample, classes),
+                                          missing=classes[0], backend=self)
         # pixels predicted outside 0..C-1 (e.g. a kept 255) are misses for their GT class
         results.missed = (cm.gt_counts - cm.matrix.sum(1)).tolist()
         results.failures = failures
         results.num_samples = len(per_sample)
+        results.custom_metrics = dict(results.custom_metrics or {})
+        results.custom_metrics[MIOU_METRIC_URI] = {"key": "mIoU", "value": results.miou(), "label": "mIoU",
+                                                   "lower_is_better": False}
         return results
+
+
+def _matches(samples, cfg, per_sample, classes) -> List[Tuple[str, str, int, str, str]]:
+    """FiftyOne's per-label matches: (GT class, predicted class, pixels, GT label id, predicted
+    label id) for every non-zero cell of every scored sample's confusion matrix, so the App's
+    Model Evaluation panel can open the samples behind a class or a matrix cell."""
+    ids, gt_ids, pred_ids = samples.values(["id", f"{cfg.gt_field}.id", f"{cfg.pred_field}.id"])
+    out = []
+    for sid, gid, pid in zip(ids, gt_ids, pred_ids):
+        entry = per_sample.get(sid)
+        if entry is None:
+            continue
+        for i, j, n in entry[2]:
+            out.append((classes[i], classes[j], int(n), gid, pid))
+    return out
+
+
+def class_lookup(pred_targets: Dict[int, str], gt_targets: Dict[int, str], pred_field: str, gt_field: str,
+                 match_by: str = "index", ignore_index: int = IGNORE_INDEX) -> Optional[np.ndarray]:
+    """How prediction values become GT classes.
+
+    Returns None when the values already mean the same classes (no mask targets on the
+    prediction, or the same name for every value both name); with ``match_by="name"`` a
+    (V,) int64 lookup table (prediction value -> GT value, others unchanged). Raises a
+    SeplError naming both fields when the names differ and ``match_by`` is "index", or
+    when a prediction class has no GT class of that name.
+    """
+    if match_by not in MATCH_BY:
+        raise SeplError(f"unknown match_by '{match_by}'", hint=f"use one of {', '.join(MATCH_BY)}")
+    pred_targets = {k: v for k, v in pred_targets.items() if k != ignore_index}
+    differ = {k: v for k, v in sorted(pred_targets.items()) if gt_targets.get(k) != v}
+    if not pred_targets or not differ:
+        return None
+    if match_by == "index":
+        shown = ", ".join(f"{k}: '{v}' vs '{gt_targets.get(k)}'" for k, v in list(differ.items())[:5])
+        raise SeplError(
+            f"'{pred_field}' and '{gt_field}' name their values differently ({shown}"
+            f"{', ...' if len(differ) > 5 else ''}): scoring them by value would compare different classes",
+            hint=f"pass match_by='name' (--match-by name) to map '{pred_field}' classes to '{gt_field}' "
+                 f"classes by name, or give '{pred_field}' the mask targets of '{gt_field}'")
+    by_name = {v: k for k, v in gt_targets.items()}
+    unknown = sorted({v for v in pred_targets.values() if v not in by_name})
+    if unknown:
+        raise SeplError(f"classes {unknown} of '{pred_field}' have no class of that name in '{gt_field}'",
+                        hint=f"'{gt_field}' classes: {[gt_targets[k] for k in sorted(gt_targets)]}; rename them "
+                             f"in the mask targets of '{pred_field}'")
+    lut = np.arange(max(256, max(pred_targets) + 1), dtype=np.int64)
+    for k, v in pred_targets.items():
+        lut[k] = by_name[v]
+    return lut
+
+
+def _apply_lut(pred: np.ndarray, lut: Optional[np.ndarray]) -> np.ndarray:
+    if lut is None or pred is None or pred.size == 0 or int(pred.max()) >= len(lut):
+        return pred  # values beyond the table are reported by _check_pair
+    return lut[pred].astype(pred.dtype, copy=False)
+
+
+def confusion_iou(matrix: np.ndarray, ignore: Sequence[int] = ()) -> np.ndarray:
+    """(C,) per-class IoU from a (C, C) pixel confusion matrix (rows GT, columns prediction),
+    NaN for a class in neither; the classes in ``ignore`` (e.g. the row/column of 255 in a
+    native FiftyOne evaluation) are NaN, their GT pixels left out and their predictions
+    counted as misses."""
+    m = np.asarray(matrix, dtype=np.float64).copy()
+    ignore = list(ignore)
+    m[ignore, :] = 0  # GT-ignore pixels are scored by no class
+    tp = np.diag(m)
+    union = m.sum(0) + m.sum(1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+    iou[ignore] = np.nan
+    return iou
 
 
 class SeplSegmentationResults(SegmentationResults):
     """FiftyOne segmentation results plus the IoU figures of the WSSS literature.
 
     ``pixel_confusion_matrix`` is (C, C) int64, rows GT, columns prediction, GT-ignore
-    pixels excluded; ``missed`` (C,) counts GT pixels predicted outside 0..C-1.
+    pixels excluded; ``missed`` (C,) counts GT pixels predicted outside 0..C-1. As in a
+    native FiftyOne segmentation evaluation, class 0 is the "missing" (background) class:
+    ``metrics()``'s accuracy, precision and recall leave it out; ``metrics()["mIoU"]`` is
+    ``miou()``; the per-label ids let the App open the samples behind a class or a cell.
     """
 
     failures: List[Tuple[str, str]] = []
@@ -144,10 +272,18 @@ class SeplSegmentationResults(SegmentationResults):
 
     def miou(self) -> float:
         """Mean IoU over the classes that occur (all C on VOC/COCO-sized views)."""
-        return float(np.nanmean(self.iou()))
+        iou = self.iou()
+        return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
 
     def class_iou(self) -> Dict[str, float]:
         return {c: float(v) for c, v in zip(self.classes, self.iou())}
+
+    def metrics(self, classes=None, average="micro", beta=1.0):
+        """FiftyOne's metrics (accuracy, precision, recall, fscore, support: background left
+        out, as in a native evaluation) plus ``mIoU`` (all classes, background included)."""
+        m = super().metrics(classes=classes, average=average, beta=beta)
+        m["mIoU"] = self.miou()
+        return m
 
     def print_iou(self, digits: int = 2) -> None:
         for c, v in self.class_iou().items():
@@ -185,15 +321,18 @@ def _read_masks(view, field: str) -> List[Optional[np.ndarray]]:
 
 
 def evaluate_arrays(view, pred_field: str, gt_field: str, num_classes: int,
-                    ignore_index: int = IGNORE_INDEX, progress: Progress = None, num_workers: Optional[int] = None):
+                    ignore_index: int = IGNORE_INDEX, progress: Progress = None, num_workers: Optional[int] = None,
+                    pred_lut: Optional[np.ndarray] = None):
     """Score ``pred_field`` against ``gt_field`` on every sample of ``view``.
 
     Both fields are read per chunk as stored documents and scored on ``num_workers``
     processes (default: all cores; the figures do not depend on it).
 
     Returns (the dataset ``sepl.metrics.ConfusionMatrix``, {sample id: (mIoU, {class:
-    IoU})}, [(sample name, error), ...]). A sample with a missing label, masks of different
-    sizes or values outside 0..C-1 (255 allowed) is skipped and listed.
+    IoU}, (K, 3) int64 [GT class, predicted class, pixels] of the sample's non-zero
+    confusion cells)}, [(sample name, error), ...]). A sample with a missing label, masks
+    of different sizes or values outside 0..C-1 (255 allowed) is skipped and listed.
+    ``pred_lut`` maps prediction values to GT classes first (see ``class_lookup``).
     """
     from ..labels.pool import RowPool, resolve_workers
     from ..labels.rows import row_name
@@ -205,7 +344,7 @@ def evaluate_arrays(view, pred_field: str, gt_field: str, num_classes: int,
     total = ConfusionMatrix(num_classes=num_classes, ignore_index=ignore_index)
     per_sample: Dict[str, Tuple[float, Dict[int, float]]] = {}
     failures = []
-    job = ScorePair(pred_field, gt_field, num_classes, ignore_index)
+    job = ScorePair(pred_field, gt_field, num_classes, ignore_index, pred_lut)
     workers = min(resolve_workers(num_workers), max(1, len(ids) // 32))
     with RowPool(workers) as pool:
         for start in range(0, len(ids), _CHUNK):
@@ -218,8 +357,10 @@ def evaluate_arrays(view, pred_field: str, gt_field: str, num_classes: int,
                 cm._m += value
                 total.merge(cm)
                 iou = cm.iou()
+                cells = np.argwhere(cm.matrix)
+                cells = np.column_stack([cells, cm.matrix[cells[:, 0], cells[:, 1]]])
                 per_sample[row["id"]] = (cm.present_miou(),
-                                         {int(c): float(iou[c]) for c in np.flatnonzero(~np.isnan(iou))})
+                                         {int(c): float(iou[c]) for c in np.flatnonzero(~np.isnan(iou))}, cells)
             if callable(progress):
                 done = min(start + _CHUNK, len(ids))
                 progress(done / max(len(ids), 1), f"evaluate {pred_field}: {done}/{len(ids)}")
@@ -270,6 +411,7 @@ def evaluate(
     overwrite: bool = False,
     strict: bool = True,
     progress: Progress = None,
+    match_by: str = "index",
 ) -> List[SeplSegmentationResults]:
     """Evaluate one or more prediction fields against ``gt_field`` on ``view``.
 
@@ -282,6 +424,9 @@ def evaluate(
             (an identical one is simply recomputed).
         strict: raise a SeplError naming the samples that could not be scored (the others
             are stored first); with False they are only recorded in ``results.failures``.
+        match_by: "index": a prediction field whose mask targets name classes differently
+            from the GT's is refused (nothing is stored); "name": its values are mapped to
+            the GT classes of the same names.
 
     Returns one results object per prediction field.
     """
@@ -302,11 +447,15 @@ def evaluate(
         if doc is None or not issubclass(doc, fo.Segmentation):
             raise SeplError(f"field '{f}' holds {getattr(doc, '__name__', 'no labels')}, not Segmentation",
                             hint="evaluate semantic label maps (fo.Segmentation fields)")
+    gt_targets = get_mask_targets(ds, gt_field)
+    for f in pred_fields:  # every field is checked before any evaluation is stored
+        class_lookup(get_mask_targets(ds, f), gt_targets, f, gt_field, match_by)
     results = []
     for i, (field, key) in enumerate(zip(pred_fields, eval_keys)):
         baseline = eval_keys[0] if (len(pred_fields) == 2 and i == 1) else None
         config = SeplSegmentationEvaluationConfig(field, gt_field, num_classes=num_classes,
-                                                  per_class_fields=per_class_fields, baseline_key=baseline)
+                                                  per_class_fields=per_class_fields, baseline_key=baseline,
+                                                  match_by=match_by)
         _guard(view, key, config, overwrite)
         # FiftyOne's own driver: registers the run, calls our evaluate_samples, saves results
         res = fo.utils.eval.segmentation.evaluate_segmentations(view, field, gt_field=gt_field, eval_key=key,
@@ -328,7 +477,8 @@ def _scaled(progress: Progress, i: int, n: int):
 
 def _kwargs(config) -> dict:
     return dict(num_classes=config.num_classes, ignore_index=config.ignore_index,
-                per_class_fields=config.per_class_fields, baseline_key=config.baseline_key)
+                per_class_fields=config.per_class_fields, baseline_key=config.baseline_key,
+                match_by=config.match_by)
 
 
 def _as_key(field: str) -> str:
@@ -344,7 +494,8 @@ def _guard(view, key: str, config, overwrite: bool) -> None:
         # the same prediction scored against the same GT is recomputed in place (its delta
         # and per-class fields follow the new call); anything else needs overwrite
         same = (getattr(old, "method", None) == "sepl" and old.pred_field == config.pred_field
-                and old.gt_field == config.gt_field and getattr(old, "num_classes", None) == config.num_classes)
+                and old.gt_field == config.gt_field and getattr(old, "num_classes", None) == config.num_classes
+                and getattr(old, "match_by", "index") == config.match_by)
         if same or overwrite:
             ds.delete_evaluation(key)
             return
@@ -359,6 +510,25 @@ def _guard(view, key: str, config, overwrite: bool) -> None:
 
 
 def register_method() -> None:
-    """Make ``fo.evaluate_segmentations(..., method="sepl")`` use this evaluation."""
+    """Make ``fo.evaluate_segmentations(..., method="sepl")`` use this evaluation (done when
+    ``sepl.fo`` is imported; the App server imports it when it loads a sepl evaluation)."""
     backends = fo.evaluation_config.segmentation_backends
     backends.setdefault("sepl", {"config_cls": f"{__name__}.SeplSegmentationEvaluationConfig"})
+
+
+register_method()
+
+
+def results_miou(samples, results, ignore_index: int = IGNORE_INDEX) -> float:
+    """mIoU of any FiftyOne segmentation evaluation's results, as ``SeplSegmentationResults.miou``:
+    mean IoU over the classes that occur, background included; the class of value
+    ``ignore_index`` (a native evaluation lists it as "255" or by its mask-target name) is
+    left out of the GT and counts as a miss where predicted. NaN when no class occurs."""
+    if isinstance(results, SeplSegmentationResults):
+        return results.miou()
+    classes = [str(c) for c in results.classes]
+    names = {str(ignore_index)}
+    if samples is not None:
+        names.add(str(get_mask_targets(samples._dataset, results.config.gt_field).get(ignore_index)))
+    iou = confusion_iou(results.pixel_confusion_matrix, [i for i, c in enumerate(classes) if c in names])
+    return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")

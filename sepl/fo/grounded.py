@@ -17,7 +17,7 @@ import numpy as np
 import fiftyone as fo
 import fiftyone.core.models as fom
 
-from ._models import ImageModel
+from ._models import LoaderModel
 from ..classes import VOC_CLASSES
 from ..errors import SeplError
 from ..grounded.pipeline import GroundedConfig, GroundedResult, GroundedSAM, sum_counts
@@ -165,7 +165,7 @@ def _process(batch, images, pipeline, tags_field, label_field, detections_field,
     summary["samples"] += len(updates)
 
 
-class GroundedSAMModel(ImageModel, fom.SamplesMixin):
+class GroundedSAMModel(LoaderModel, fom.SamplesMixin):
     """Grounded-SAM as a FiftyOne model, for ``dataset.apply_model(model, label_field="grounded")``.
 
     Each prediction is ``{"labels": fo.Segmentation, "detections": fo.Detections}``, stored by
@@ -177,6 +177,8 @@ class GroundedSAMModel(ImageModel, fom.SamplesMixin):
         pipeline: a ``GroundedSAM`` (e.g. ``GroundedConfig(...).build(classes)``).
         tags_field: the samples' ``fo.Classifications`` of image-level labels.
     """
+
+    output_keys = ("labels", "detections")
 
     def __init__(self, pipeline: GroundedSAM, tags_field: str = "image_labels"):
         fom.SamplesMixin.__init__(self)
@@ -192,6 +194,13 @@ class GroundedSAMModel(ImageModel, fom.SamplesMixin):
     def needs_fields(self, fields):
         # apply_model sets its kwargs here ({} by default) and loads only those fields
         self._fields = dict(fields) if fields else {"tags_field": self.tags_field}
+
+    def run_params(self):
+        return {"classes": list(self.pipeline.class_names),
+                "tags_field": (self.needs_fields or {}).get("tags_field") or self.tags_field}
+
+    def on_done(self, dataset, label_field):
+        set_mask_targets(dataset, f"{label_field}_labels", dict(enumerate(self.pipeline.class_names)))
 
     def _tags(self, sample):
         if sample is None:

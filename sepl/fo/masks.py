@@ -18,7 +18,7 @@ import numpy as np
 
 import fiftyone as fo
 
-from ._models import ImageModel
+from ._models import LoaderModel
 from ..errors import SeplError
 from ..masks.base import MaskSet, MaskSource
 from ..labels.masksets import GenerateRow, load_row_image, mask_set_doc
@@ -47,7 +47,8 @@ def make_source(source: str = "sam_auto", model_type: str = "vit_h", checkpoint:
 
         return HierarchicalSuperpixels(**{k: v for k, v in params.items() if k in SUPERPIXEL_PARAMS})
     if source not in SOURCES:
-        raise SeplError(f"unknown mask source '{source}'", hint=f"use one of {', '.join(SOURCES)}")
+        hint = f"use one of {', '.join(SOURCES)}, or zoo:<FiftyOne zoo SAM> with generate_masks"
+        raise SeplError(f"unknown mask source '{source}'", hint=hint)
     if source in ("sam2_auto", "samhq_auto"):  # transformers' SAM 2 / SAM-HQ; checkpoint = folder, file or hub name
         from ..masks.sam2_auto import build_auto_masks
 
@@ -102,6 +103,8 @@ def shard_view(view, shard: Optional[Tuple[int, int]]):
 def run_params(source: str, model_type: str, params: Dict[str, Any], checkpoint: Optional[str],
                prompt_field: Optional[str]) -> Dict[str, Any]:
     """What a run records (and a resume must match): JSON-serialisable."""
+    if source.startswith("zoo:"):  # a FiftyOne zoo model: its name says it all
+        return {"source": source, "params": {}}
     out = {"source": source, "params": {k: params[k] for k in sorted(params)}}
     if source != "superpixels":
         out["model_type"] = model_type
@@ -147,8 +150,10 @@ def generate_masks(
     """Generate class-agnostic masks for the samples of ``view`` into ``out_field``.
 
     Args:
-        source: "sam_auto", "sam_box" (one mask per box of ``prompt_field``) or
-            "superpixels" (classical, NOT SAM).
+        source: "sam_auto", "sam_box" (one mask per box of ``prompt_field``),
+            "superpixels" (classical, NOT SAM), or "zoo:<name>" for a FiftyOne model-zoo SAM
+            (e.g. "zoo:segment-anything-vitb-torch", see ``sepl.fo.zoo``; ``mask_source``
+            is then an already loaded zoo model).
         params: the source's parameters (e.g. ``points_per_side``, ``pred_iou_thresh``).
         batch_size: images per batch (the SAM encoder runs them together).
         shard: ``(i, n)``: only this worker's fixed share of the view.
@@ -162,6 +167,11 @@ def generate_masks(
     "sample: error"), ``source``. Samples that fail (unreadable image, bad prompts) are
     reported and left without the field, so a rerun retries them; the others are saved.
     """
+    from .zoo import generate_zoo_masks, zoo_name
+
+    if zoo_name(source):  # "zoo:<FiftyOne zoo model>": FiftyOne runs it (sepl.fo.zoo)
+        return generate_zoo_masks(view, out_field, zoo_name(source), batch_size=batch_size, download=download,
+                                  overwrite=overwrite, shard=shard, progress=progress, model=mask_source)
     params = dict(params or {})
     dataset = view._dataset
     if source == "sam_box" and not prompt_field:
@@ -287,14 +297,20 @@ def _one(src, row, image, summary) -> Optional[dict]:
         return None
 
 
-class MaskSourceModel(ImageModel):
-    """A mask source as a FiftyOne model: ``dataset.apply_model(MaskSourceModel(src), "masks")``.
-
-    Images arrive as HxWx3 uint8 RGB arrays; each prediction is a ``fo.Detections``.
+class MaskSourceModel(LoaderModel):
+    """A mask source as a FiftyOne model: ``dataset.apply_model(MaskSourceModel(src), "masks",
+    batch_size=4, num_workers=2)``: batches of HxWx3 uint8 RGB arrays (any sizes) go to
+    ``src.generate_batch``; each prediction is a ``fo.Detections``. The run is recorded
+    (method ``apply_model:MaskSourceModel``, the source's name).
     """
 
     def __init__(self, source: MaskSource):
         self.source = source
+
+    def run_params(self):
+        src = self.source
+        return {"source": getattr(src, "name", type(src).__name__), "is_sam": bool(getattr(src, "is_sam", True)),
+                "model_type": getattr(src, "model_type", None)}
 
     def predict(self, arg):
         return to_detections(self.source.generate(np.asarray(arg)))

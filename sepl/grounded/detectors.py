@@ -4,7 +4,9 @@
   Swin-B, checkpoints ``groundingdino_swint_ogc.pth`` / ``groundingdino_swinb_cogcoor.pth``),
   with its BERT text encoder and tokenizer read from a local folder.
 - ``HFGroundingDino``: transformers' ``GroundingDinoForObjectDetection`` from a Hugging Face
-  checkpoint folder (e.g. a saved ``IDEA-Research/grounding-dino-tiny``).
+  checkpoint folder (e.g. a saved ``IDEA-Research/grounding-dino-tiny``), or a hub name
+  (``IDEA-Research/grounding-dino-tiny``) where a network exists or the model is in the local
+  Hugging Face cache.
 
 Both return, per image, every query's box and its sigmoid score for every caption token
 (``RawDetections``); ``select_detections`` then applies the thresholds and maps each kept box
@@ -371,18 +373,22 @@ class HFGroundingDino(BoxPrompter):
     Args:
         model: folder holding ``config.json``, the weights, the tokenizer and
             ``preprocessor_config.json``/``processor_config.json`` (``save_pretrained`` of
-            both the model and its processor).
+            both the model and its processor), or a hub name ``org/name`` (from the local
+            Hugging Face cache, else downloaded unless ``HF_HUB_OFFLINE``).
         device: torch device.
         dtype: e.g. ``torch.float16`` on a GPU.
     """
 
     def __init__(self, model, device: str = "cpu", dtype=None):
-        import torch
-
         p = Path(model)
         hint = ("save one where a network exists: GroundingDinoForObjectDetection.from_pretrained("
                 "'IDEA-Research/grounding-dino-tiny').save_pretrained(DIR); AutoProcessor.from_pretrained("
                 "'IDEA-Research/grounding-dino-tiny').save_pretrained(DIR)")
+        from .hub import is_hub_id
+
+        if is_hub_id(str(model)):  # "org/name": the hub (or its local cache) where a network exists
+            self._init_model(*self._from_hub(str(model), hint, dtype), device, dtype)
+            return
         if not p.is_dir():
             raise SeplError(f"Hugging Face Grounding DINO folder {p} does not exist", hint=hint)
         if not (p / "config.json").is_file():
@@ -398,6 +404,21 @@ class HFGroundingDino(BoxPrompter):
             self.model = GroundingDinoForObjectDetection.from_pretrained(str(p), local_files_only=True, **kw)
         except (OSError, ValueError) as e:
             raise SeplError(f"cannot load Grounding DINO from {p}: {e}", hint=hint)
+        self._init_model(self.processor, self.model, device, dtype)
+
+    @staticmethod
+    def _from_hub(name: str, hint: str, dtype):
+        from transformers import AutoProcessor, GroundingDinoForObjectDetection
+
+        from .hub import load_from_hub
+
+        kw = {} if dtype is None else dict(dtype=dtype)
+        return load_from_hub(name, GroundingDinoForObjectDetection, AutoProcessor, hint, **kw)
+
+    def _init_model(self, processor, model, device, dtype):
+        import torch
+
+        self.processor, self.model = processor, model
         self.model = self.model.eval().to(device)
         self.tokenizer = self.processor.tokenizer
         # the model hard-codes bert-base-uncased's ids of [CLS] [SEP] . ? : use this tokenizer's

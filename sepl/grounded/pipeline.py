@@ -153,7 +153,8 @@ class GroundedConfig:
 
     Detector: ``backend="groundingdino"`` uses ``config`` (``"SwinT_OGC"``, ``"SwinB"`` or a
     config path), ``checkpoint`` (.pth) and ``text_encoder`` (local bert-base-uncased folder);
-    ``backend="transformers"`` uses ``hf_model`` (a saved Hugging Face Grounding DINO folder).
+    ``backend="transformers"`` uses ``hf_model`` (a saved Hugging Face Grounding DINO folder,
+    or a hub name such as ``IDEA-Research/grounding-dino-tiny`` where a network exists).
     SAM: ``sam_model`` (``vit_h``/``vit_l``/``vit_b``/``tiny``) and ``sam_checkpoint``.
     ``random_weights=True`` allows building without checkpoints (tests, speed runs only).
     """
@@ -189,7 +190,8 @@ class GroundedConfig:
         if self.backend in ("transformers", "hf"):
             if not self.hf_model:
                 raise SeplError("the transformers backend needs a Hugging Face Grounding DINO folder",
-                                hint="pass hf_model (--hf-model DIR), e.g. a saved IDEA-Research/grounding-dino-tiny")
+                                hint="pass hf_model (--hf-model DIR or a hub name), e.g. "
+                                     "IDEA-Research/grounding-dino-tiny or a folder it was saved to")
             return build_detector("transformers", model=self.hf_model, device=device)
         if self.checkpoint is None and not self.random_weights:
             name = GDINO_CHECKPOINTS.get(self.config, "the Grounding DINO .pth")

@@ -58,12 +58,16 @@ class ScorePair:
     gt_field: str
     num_classes: int
     ignore_index: int = IGNORE_INDEX
+    pred_lut: Optional[np.ndarray] = None  # prediction value -> GT class (match by name)
 
     def __call__(self, row: Dict[str, Any]) -> np.ndarray:
         from ..metrics import ConfusionMatrix
 
         gt = stored_map(row["fields"].get(self.gt_field))
         pred = stored_map(row["fields"].get(self.pred_field))
+        lut = self.pred_lut
+        if lut is not None and pred is not None and pred.size and int(pred.max()) < len(lut):
+            pred = lut[pred].astype(pred.dtype, copy=False)  # values beyond the table: check_pair reports them
         problem = check_pair(gt, pred, self.gt_field, self.pred_field, self.num_classes, self.ignore_index)
         if problem:
             raise SeplError(problem)

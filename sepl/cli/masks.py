@@ -40,6 +40,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--model-type", choices=["vit_h", "vit_l", "vit_b", "tiny"], default="vit_h")
     p.add_argument("--checkpoint", default=None, help="SAM .pth file")
     p.add_argument("--download", action="store_true", help="download the released checkpoint if none is found")
+    p.add_argument("--random-weights", action="store_true",
+                   help="allow SAM without a checkpoint: random weights, meaningless masks (tests, speed runs); "
+                        "recorded in the run")
     p.add_argument("--device", default="auto", help="auto, cuda, cuda:1, cpu")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="autocast the image encoder (GPU)")
@@ -103,7 +106,7 @@ def run(args) -> int:
         view, out_field=args.out_field, source=args.source, model_type=args.model_type,
         checkpoint=args.checkpoint, params=_params(args), prompt_field=args.prompt_field, device=args.device,
         dtype=args.dtype, batch_size=args.batch_size, download=args.download, multimask=args.multimask,
-        overwrite=args.overwrite, shard=_shard(args.shard))
+        overwrite=args.overwrite, shard=_shard(args.shard), random_weights=args.random_weights)
     print(f"{summary['processed']} samples given masks ({summary['source']}), "
           f"{summary['skipped']} already done, {len(summary['failed'])} failed")
     for line in summary["failed"]:
@@ -144,7 +147,8 @@ def _run_folder(args) -> int:
     out = Path(args.out_dir)
     todo = [p for p in paths if not (out / p.stem / "metadata.csv").is_file()]  # rerun = resume
     src = make_source(args.source, args.model_type, args.checkpoint, device=args.device, dtype=args.dtype,
-                      image_batch=args.batch_size, download=args.download, **_params(args))
+                      image_batch=args.batch_size, download=args.download, random_weights=args.random_weights,
+                      **_params(args))
     failed = []
     for start in tqdm(range(0, len(todo), args.batch_size), desc="masks", unit="batch"):
         batch, ims = [], []

@@ -155,8 +155,10 @@ def _prepare_out_dir(config: TrainConfig) -> Path:
 
 
 def _atomic_save(obj, path: Path) -> None:
+    from ..safeload import plain
+
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
+    torch.save(plain(obj), tmp)  # plain values: loadable with weights_only=True
     os.replace(tmp, path)
 
 
@@ -221,7 +223,9 @@ def train(config: TrainConfig, progress: Optional[Progress] = None, verbose: boo
 
     start_epoch, best = 0, None
     if config.resume:
-        ckpt = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=False)
+        from ..safeload import torch_load
+
+        ckpt = torch_load(out / CHECKPOINT, "checkpoint to resume", hint="start a new run folder (drop --resume)")
         old = ckpt["args"]
         if old["model"] != config.model or int(ckpt["num_classes"]) != num_classes:
             raise SeplError(f"the checkpoint in {out} is a {old['model']} with {ckpt['num_classes']} classes, "

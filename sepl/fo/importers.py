@@ -22,6 +22,7 @@ import fiftyone as fo
 from ..classes import COCO_CLASSES, IGNORE_INDEX, VOC_CLASSES
 from ..errors import SeplError
 from ..labelio import find_file, read_label
+from ..safeload import load_npy
 from . import runs
 from ._fill import Progress, fill_field, make_segmentation, raise_failures, storage_choice
 from .convert import (
@@ -485,10 +486,7 @@ def import_cams(
         path = folder / f"{_stem(sample)}.npy"
         if not path.exists():
             raise SeplError(f"no {path.name} in {folder}")
-        try:
-            data = np.load(path, allow_pickle=True)
-        except Exception as e:
-            raise SeplError(f"cannot read {path.name}: {e}", hint="the file is corrupt; recompute it")
+        data = load_npy(path)  # pickled CAM dicts through a restricted unpickler: no code runs
         label = cam_to_label(data, image_shape(sample), bg_threshold, bg_power)
         _check_values(label, len(targets), path.name)
         return make_segmentation(label, ds, field, sample.id, storage, mask_dir)

@@ -37,6 +37,7 @@ class TrainConfig:
     output_stride: int = 16
     width: int = 32                      # tiny backbone only
     backbone_weights: Optional[str] = None
+    random_weights: bool = False         # allow a ResNet backbone from random init (recorded in args)
     epochs: int = 8
     batch_size: int = 8
     optimizer: str = "sgd"               # "sgd" or "adamw"
@@ -324,7 +325,14 @@ def train(
         raise SeplError("no training images", hint="pick a view with samples that have image-level labels")
     ckpt_path = Path(output_dir) / "checkpoint.pth" if output_dir is not None else None
     ckpt = None
-    if resume and ckpt_path is not None and ckpt_path.exists():
+    resuming = resume and ckpt_path is not None and ckpt_path.exists()
+    if not resuming and cfg.arch != "tiny" and not cfg.backbone_weights and not cfg.random_weights:
+        # the tiny CNN has no pretrained weights (it is trained from scratch); a ResNet is meant
+        # to start from ImageNet weights, so a random start must be asked for
+        raise SeplError(f"no ImageNet backbone weights for the {cfg.arch} CAM network",
+                        hint="pass --backbone-weights PATH (a torchvision resnet*.pth), or --random-weights "
+                             "to train it from random initialisation (far weaker CAMs)")
+    if resuming:
         ckpt = load_checkpoint(ckpt_path)
         _check_resumable(ckpt, cfg, class_names, ckpt_path)
         cfg = TrainConfig.from_dict(dict(ckpt["args"], device=cfg.device, num_workers=cfg.num_workers,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._common import add_command
+from ._common import add_command, positive_int
 
 EXAMPLES = """\
   # SAM ViT-H automatic masks (the SEPL setting) for a FiftyOne dataset
@@ -46,7 +46,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cuda, cuda:1, cpu")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="autocast the image encoder (GPU)")
-    p.add_argument("--batch-size", type=int, default=4, help="images per encoder batch")
+    p.add_argument("--batch-size", type=positive_int, default=4, help="images per encoder batch")
     p.add_argument("--out-field", default="sam_masks", help="Detections field to write")
     p.add_argument("--prompt-field", default=None, help="--source sam_box: the Detections field with the boxes")
     p.add_argument("--multimask", action="store_true", help="--source sam_box: best of SAM's 3 masks per box")

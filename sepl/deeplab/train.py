@@ -28,7 +28,7 @@ from ..errors import SeplError
 from .config import TrainConfig, add_train_arguments, config_from_args
 from .data import SegmentationFolder
 from .logs import MetricsLog, plot_metrics
-from .models import build_model
+from .models import build_model, random_backbone
 from .predict import predict_logits
 from .transforms import eval_transforms, train_transforms
 
@@ -180,6 +180,10 @@ def train(config: TrainConfig, progress: Optional[Progress] = None, verbose: boo
         raise SeplError(f"batch size {config.batch_size} is too small", hint="use 2 or more: batch norm needs it")
     if config.epochs < 1 or (config.iters_per_epoch is not None and config.iters_per_epoch < 1):
         raise SeplError("epochs and iterations per epoch must be at least 1")
+    if not config.resume and not config.random_weights and random_backbone(config.model, config.backbone_weights):
+        raise SeplError(f"no ImageNet backbone weights for {config.model}: refusing to train from a random backbone",
+                        hint="pass --backbone-weights PATH (torchvision's resnet*.pth), put it in the torch hub "
+                             "cache, or pass --random-weights to train from random weights (far lower mIoU)")
     out = _prepare_out_dir(config)
     num_classes, classes = _classes(config)
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -11,6 +11,7 @@ every sample whose file is missing or wrong while storing the others.
 from __future__ import annotations
 
 import csv
+import logging
 import os
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
@@ -34,6 +35,7 @@ from .convert import (
 )
 
 _BATCH = 256
+log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------
@@ -270,6 +272,22 @@ def read_tags_csv(path: str) -> Dict[str, List[str]]:
     return {k: list(dict.fromkeys(v)) for k, v in out.items()}
 
 
+def _folder_classes(tags: Dict[str, List[str]], name: Optional[str], dataset) -> List[str]:
+    """The class order of a folder import without ``classes`` (see ``import_folder``)."""
+    ds = dataset if dataset is not None else (fo.load_dataset(name) if name and fo.dataset_exists(name) else None)
+    if ds is not None and ds.default_mask_targets:
+        targets = ds.default_mask_targets
+        return [targets[k] for k in sorted(targets, key=int)]
+    found = {t for ts in tags.values() for t in ts}
+    coco = ["background"] + list(COCO_CLASSES)
+    for known in (VOC_CLASSES, coco):
+        if found <= set(known[1:]):
+            return list(known)
+    raise SeplError(f"no class order for the tags {sorted(found)[:8]}{' ...' if len(found) > 8 else ''}: "
+                    "they are not all VOC or COCO classes", hint="pass --classes background,<class 1>,... in the "
+                    "index order of your seeds/labels; nothing was imported")
+
+
 def import_folder(
     images_dir: str,
     tags_csv: Optional[str] = None,
@@ -281,9 +299,12 @@ def import_folder(
 ):
     """Import a plain folder of images, with image-level tags from a CSV.
 
-    ``classes`` (index 0 = background) fixes the class order and rejects unknown tags;
-    by default it is background + the sorted tags found. The class list becomes the
-    dataset's default mask targets, which seeds and refined labels then use.
+    ``classes`` (index 0 = background) fixes the class order and rejects unknown tags.
+    Without it the order comes from the data: the dataset's mask targets when it has them,
+    else VOC's or COCO's class list when every tag is one of its classes; otherwise a
+    SeplError asks for it (an order guessed from the tags would misname seeds indexed
+    otherwise). The class list becomes the dataset's default mask targets, which seeds and
+    refined labels then use.
     """
     folder = Path(images_dir)
     if not folder.is_dir():
@@ -291,8 +312,7 @@ def import_folder(
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_EXT)
     tags = read_tags_csv(tags_csv) if tags_csv else {}
     if classes is None:
-        found = sorted({t for ts in tags.values() for t in ts})
-        classes = ["background"] + found
+        classes = _folder_classes(tags, name, dataset)
     known = set(classes[1:])
     unknown = {k: [t for t in ts if t not in known] for k, ts in tags.items()}
     unknown = {k: v for k, v in unknown.items() if v}
@@ -533,14 +553,17 @@ def import_masks(
         raise SeplError(f"mask folder not found: {folder}")
     pending = _begin(view, field, "import_masks", {"folder": str(folder.resolve())}, overwrite)
 
+    empty: List[str] = []
+
     def compute(sample):
         stem = _stem(sample)
         sub, js = folder / stem, folder / f"{stem}.json"
+        h, w = image_shape(sample)
         try:
             if sub.is_dir():
-                masks, meta = amgio.read_amg_folder(sub)
+                masks, meta = amgio.read_amg_folder(sub, shape=(h, w))
             elif js.exists():
-                masks, meta = amgio.read_rle_json(js)
+                masks, meta = amgio.read_rle_json(js, shape=(h, w))
             else:
                 raise SeplError(f"neither {stem}/ nor {stem}.json in {folder}")
         except SeplError:
@@ -548,7 +571,8 @@ def import_masks(
         except Exception as e:
             raise SeplError(f"cannot read the masks of {stem}: {e}", hint="recompute or re-export them")
         masks = np.asarray(masks, dtype=bool)
-        h, w = image_shape(sample)
+        if len(masks) == 0:
+            empty.append(stem)
         if masks.ndim != 3 or masks.shape[1:] != (h, w):
             raise SeplError(f"masks are {masks.shape[-1]}x{masks.shape[-2]} but the image is {w}x{h}",
                             hint="compute the masks on the original image size")
@@ -556,6 +580,10 @@ def import_masks(
         return masks_to_detections(masks, scores=scores, attributes=attrs)
 
     done, failures = fill_field(pending, field, compute, progress, what="masks")
+    if empty:  # stored (SAM may find nothing), but said: refining them needs allow_empty
+        log.warning("%d sample(s) have an empty mask set, stored as empty Detections in '%s': %s. "
+                    "`sepl refine` keeps their seed only with --allow-empty", len(empty), field,
+                    ", ".join(empty[:5]) + (" ..." if len(empty) > 5 else ""))
     raise_failures(failures, field, done)
     return done
 

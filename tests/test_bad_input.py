@@ -406,3 +406,54 @@ def test_case13_ci_fails_instead_of_skipping_without_the_shared_data(tmp_path):
                            env={k: v for k, v in os.environ.items() if k != "SEPL_SHARED_DATA"},
                            capture_output=True, text=True)
     assert shown.stdout.split() == [str(REPO.parent / "shared" / "data"), "1"]
+
+
+# -- issue 13's CLI bullets ----------------------------------------------------------------------
+
+
+def test_import_folder_without_classes_takes_the_class_order_from_the_data_or_refuses(dataset, tmp_path):
+    from sepl.classes import VOC_CLASSES
+    from sepl.fo.importers import import_folder
+
+    for name in ("a.jpg", "b.jpg"):
+        Image.fromarray(np.zeros((8, 9, 3), np.uint8)).save(tmp_path / name)
+    (tmp_path / "odd.csv").write_text("filename,tags\na.jpg,widget\nb.jpg,gadget\n")
+    with pytest.raises(SeplError, match="no class order") as e:
+        import_folder(tmp_path, tmp_path / "odd.csv", dataset=dataset)
+    assert "--classes" in str(e.value) and len(dataset) == 0 and not dataset.default_mask_targets
+    # VOC tags: VOC's index order (dog = 12), as VOC-indexed seeds expect; not background, cat, dog
+    (tmp_path / "voc.csv").write_text("filename,tags\na.jpg,dog\nb.jpg,cat\n")
+    import_folder(tmp_path, tmp_path / "voc.csv", dataset=dataset)
+    assert dataset.default_mask_targets == dict(enumerate(VOC_CLASSES))
+
+
+def test_cli_label_field_default_worst_scores_resume_message(synth_dataset, tmp_path, capsys):
+    from sepl.cli import build_parser
+    from sepl.fo.importers import import_seeds
+
+    args = build_parser().parse_args(["cam", "infer", "--dataset", "x", "--checkpoint", "c"])
+    assert args.labels_field == "image_labels"  # what `sepl import voc` writes
+    ds = synth_dataset
+    ds.persistent = True
+    try:
+        seeds = tmp_path / "seeds"
+        for sid, gt in _gt_labels(ds).items():
+            write_label(seeds / f"{sid}.png", gt)
+        import_seeds(ds, str(seeds), field="pred")
+        code, out, err = _cli(capsys, "import", "seeds", "--dataset", ds.name, "--folder", seeds, "--field", "pred")
+        assert code == 0 and f"all {len(ds)} samples already done (resumed)" in out
+        code, out, err = _cli(capsys, "evaluate", "--dataset", ds.name, "--pred", "pred", "--worst", 2)
+        assert code == 0, err
+        worst = [ln for ln in out.splitlines() if ln.startswith("worst: ")]
+        assert len(worst) == 2 and all(ln.endswith("pred_miou 1.0000") for ln in worst)
+    finally:
+        ds.persistent = False
+
+
+def test_cli_does_not_print_mongodbs_deprecation_notice(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "FIFTYONE_DATABASE_VALIDATION"}
+    env["PYTHONPATH"] = str(REPO)
+    res = subprocess.run([sys.executable, "-m", "sepl", "refine", "--dataset", "no-such-dataset-safety",
+                          "--seeds", "a", "--masks", "b"], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 1 and "no dataset 'no-such-dataset-safety'" in res.stderr
+    assert "deprecation" not in res.stderr.lower() and "database_validation" not in res.stderr

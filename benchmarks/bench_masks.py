@@ -64,7 +64,8 @@ def main(argv=None):
     from sepl.masks.sam_auto import SamAutoMasks
 
     torch.set_grad_enabled(False)
-    sam = build_sam(args.model_type, args.checkpoint, device=args.device)
+    sam = build_sam(args.model_type, args.checkpoint, device=args.device,
+                    random_weights=args.checkpoint is None)  # a speed run: random weights are fine, and said
     dev = sam.device
     if args.checkpoint:
         kw = dict(points_per_side=args.points_per_side)  # SAM's defaults otherwise

@@ -24,7 +24,9 @@ def _train_inputs(ctx, inputs):
                 description="'tiny' trains in seconds on a CPU; ResNets need a GPU and ImageNet weights")
     inputs.enum("output_stride", [8, 16], default=16, label="Output stride")
     inputs.str("backbone_weights", label="ImageNet backbone weights (local path)",
-               description="Empty: random initialisation")
+               description="Empty: a ResNet needs 'random initialisation' ticked")
+    inputs.bool("random_weights", default=False, label="Allow random initialisation of a ResNet",
+                description="far weaker CAMs; recorded in the checkpoint")
     inputs.int("epochs", default=8, min=1, label="Epochs")
     inputs.int("batch_size", default=8, min=1, label="Batch size")
     inputs.float("lr", default=0.01, min=0.0, label="Learning rate")
@@ -63,7 +65,7 @@ class TrainCAMNetwork(foo.Operator):
 
         p = form_params(ctx)
         keys = ["arch", "output_stride", "epochs", "batch_size", "lr", "crop_size", "importance_sampling",
-                "feature_similarity"]
+                "feature_similarity", "random_weights"]
         options = {k: p[k] for k in keys if p.get(k) is not None}
         if p.get("backbone_weights"):
             options["backbone_weights"] = p["backbone_weights"]

@@ -49,6 +49,7 @@ class TrainDeepLab(foo.Operator):
             lr=float(p.get("lr", 0.01)), backbone_weights=p.get("backbone_weights") or None,
             iters_per_epoch=p.get("iters_per_epoch") or None, workers=int(p.get("workers", 4)),
             resume=bool(p.get("resume", False)), overwrite=bool(p.get("overwrite", False)),
+            random_weights=bool(p.get("random_weights", False)),
         )
         if summary.get("predictions") and not ctx.delegated:
             ctx.trigger("reload_dataset")
@@ -94,7 +95,8 @@ def _train_inputs(ctx, inputs):
     inputs.enum("model", models.values(), default="deeplabv3_resnet101", view=models, label="Model")
     inputs.str("backbone_weights", label="ImageNet backbone weights (local path)",
                description="torchvision's resnet101-63fe2227.pth / resnet50-0676ba61.pth; empty: torch hub "
-                           "cache if present, else random (much lower mIoU)")
+                           "cache if present, else random weights, only with the box below ticked")
+    inputs.bool("random_weights", default=False, label="Allow a random backbone (much lower mIoU)")
 
     split = types.RadioGroup()
     split.add_choice("FRACTION", label="Random fraction")

@@ -29,6 +29,8 @@ _AUTO = [  # name, type, default, label
 def _sam_inputs(ctx, inputs):
     inputs.enum("model_type", ["vit_h", "vit_l", "vit_b", "tiny"], default="vit_h", label="Model type",
                 description="tiny = random weights, for testing only")
+    inputs.bool("random_weights", default=False, label="Allow random SAM weights (testing only)",
+                description="without a checkpoint SAM is refused unless this is set; recorded in the run")
     inputs.str("checkpoint", label="Checkpoint (optional)",
                description="path to the .pth; else $SEPL_SAM_CHECKPOINT or FiftyOne's model zoo folder")
     inputs.enum("device", ["auto", "cuda", "cpu"], default="auto", label="Device")
@@ -38,8 +40,7 @@ def _sam_inputs(ctx, inputs):
 def _params(ctx):
     p = form_params(ctx)
     if p.get("source", "sam_auto") in ("sam_auto",) + _HF:
-        extra = {"random_weights": True} if p.get("source") in _HF and p.get("random_weights") else {}
-        return dict(extra, **{name: p[name] for name, *_ in _AUTO if p.get(name) is not None})
+        return {name: p[name] for name, *_ in _AUTO if p.get(name) is not None}
     if p.get("source") == "superpixels":
         return {"mode": p.get("sp_mode", "partition")}
     return {}
@@ -92,8 +93,6 @@ class GenerateMasks(foo.Operator):
                 inputs.view("no_boxes", types.Error(label="No Detections field holds boxes to prompt with"))
                 return types.Property(inputs)
             inputs.enum("prompt_field", fields, required=True, label="Boxes from")
-        if source in _HF:
-            inputs.bool("random_weights", default=False, label="Random weights (testing only)")
         if source in ("sam_auto",) + _HF:
             for name, kind, default, label in _AUTO:
                 getattr(inputs, kind)(name, default=default, label=label)
@@ -116,10 +115,11 @@ class GenerateMasks(foo.Operator):
         view = target_view(ctx)
         common = dict(out_field=p["out_field"], source=source, model_type=p.get("model_type", "vit_h"),
                       checkpoint=p.get("checkpoint") or None, params=_params(ctx),
-                      prompt_field=p.get("prompt_field"))
+                      prompt_field=p.get("prompt_field"), random_weights=bool(p.get("random_weights", False)))
         if n > 1 and p.get("shard") is None:
             masks.prepare_run(ctx.dataset, common["out_field"], source, common["model_type"], common["params"],
-                              common["checkpoint"], common["prompt_field"], overwrite=p.get("overwrite", False))
+                              common["checkpoint"], common["prompt_field"], overwrite=p.get("overwrite", False),
+                              random_weights=common["random_weights"])
             queued = masks.queue_shards(URI, ctx.dataset, view, dict(p, overwrite=False), n)
             return {"queued": queued}
         shard = (int(p["shard"]), n) if p.get("shard") is not None else None

@@ -43,8 +43,11 @@ def _number(text: str) -> Any:
             return text
 
 
-def read_amg_folder(path: PathLike) -> Tuple[np.ndarray, List[Dict[str, Any]]]:
+def read_amg_folder(path: PathLike, shape: Optional[Tuple[int, int]] = None) -> Tuple[np.ndarray, List[Dict[str, Any]]]:
     """Read one image's amg.py folder.
+
+    ``shape`` (H, W), the image's size, gives an empty folder (SAM found no mask) its
+    (0, H, W) stack; without it an empty set is (0, 0, 0).
 
     Returns:
         masks: (N, H, W) bool, ordered by the numeric file name (0.png, 1.png, ..., 10.png).
@@ -74,8 +77,12 @@ def read_amg_folder(path: PathLike) -> Tuple[np.ndarray, List[Dict[str, Any]]]:
                             hint="amg.py masks are 0/255 PNGs", sample=path.name)
         np.not_equal(arr, 0, out=stack[j])
     if stack is None:
-        return np.zeros((0, 0, 0), bool), meta
+        return _empty(shape), meta
     return stack, meta
+
+
+def _empty(shape: Optional[Tuple[int, int]]) -> np.ndarray:
+    return np.zeros((0,) + (tuple(int(v) for v in shape) if shape is not None else (0, 0)), bool)
 
 
 def _read_mask_png(p: Path, sample: str) -> np.ndarray:
@@ -159,8 +166,12 @@ def _fill_meta(m: np.ndarray, rec: Dict[str, Any]) -> Dict[str, Any]:
     return rec
 
 
-def read_rle_json(path: PathLike) -> Tuple[np.ndarray, List[Dict[str, Any]]]:
+def read_rle_json(path: PathLike, shape: Optional[Tuple[int, int]] = None) -> Tuple[np.ndarray, List[Dict[str, Any]]]:
     """Read amg.py's ``coco_rle`` output for one image.
+
+    Every RLE must cover its ``size`` exactly (run lengths >= 0 summing to H*W): a
+    truncated or garbled one is an error, never decoded into a wrong mask. ``shape`` gives
+    an empty list its (0, H, W) stack (see ``read_amg_folder``).
 
     Returns:
         masks: (N, H, W) bool in the file's order.
@@ -187,14 +198,26 @@ def read_rle_json(path: PathLike) -> Tuple[np.ndarray, List[Dict[str, Any]]]:
             raise SeplError(f"record {i} of {path.name} has no RLE segmentation",
                             hint="write masks with output_mode='coco_rle'", sample=stem)
         counts = seg["counts"]
-        h, w = seg["size"]
+        try:
+            h, w = (int(v) for v in seg["size"])
+            if isinstance(counts, str):
+                counts = counts.encode("ascii")
+            runs = list(counts) if isinstance(counts, list) else rle_counts(counts)
+        except (TypeError, ValueError, UnicodeEncodeError) as e:
+            raise SeplError(f"record {i} of {path.name} has a malformed RLE ({e})",
+                            hint="regenerate the masks", sample=stem)
+        total = sum(runs)
+        if h < 0 or w < 0 or any(c < 0 for c in runs) or total != h * w:
+            raise SeplError(f"record {i} of {path.name} has a malformed RLE: its run lengths sum to {total}, "
+                            f"not {h}x{w} = {h * w}", hint="the file is truncated or corrupt; regenerate the masks",
+                            sample=stem)
         if isinstance(counts, list):
-            rles.append(mask_utils.frPyObjects(seg, h, w))
+            rles.append(mask_utils.frPyObjects(dict(seg, counts=runs, size=[h, w]), h, w))
         else:
-            rles.append(dict(size=[h, w], counts=counts.encode("ascii") if isinstance(counts, str) else counts))
+            rles.append(dict(size=[h, w], counts=counts))
         meta.append({k: v for k, v in r.items() if k != "segmentation"})
     if not rles:
-        return np.zeros((0, 0, 0), bool), meta
+        return _empty(shape), meta
     if len({tuple(r["size"]) for r in rles}) > 1:
         raise SeplError(f"masks in {path.name} have different sizes", sample=stem)
     try:
@@ -204,6 +227,32 @@ def read_rle_json(path: PathLike) -> Tuple[np.ndarray, List[Dict[str, Any]]]:
     except Exception as e:
         raise SeplError(f"cannot decode the RLE masks of {path}: {e}", hint="regenerate the masks", sample=stem)
     return np.ascontiguousarray(dec.transpose(2, 0, 1)).astype(bool), meta
+
+
+def rle_counts(counts: bytes) -> List[int]:
+    """The run lengths of a compressed COCO RLE string (pycocotools' ``rleFrString``).
+
+    Raises ValueError for a character outside the alphabet or a truncated last run."""
+    out: List[int] = []
+    p, n = 0, len(counts)
+    while p < n:
+        x, k, more = 0, 0, True
+        while more:
+            if p >= n:
+                raise ValueError("the counts string ends inside a run length")
+            c = counts[p] - 48
+            if not 0 <= c < 64:
+                raise ValueError(f"character {chr(counts[p])!r} is not RLE")
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(out) > 2:
+            x += out[-2]
+        out.append(x)
+    return out
 
 
 def encode_rle(mask: np.ndarray) -> Dict[str, Any]:
@@ -249,12 +298,13 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
-def read_masks(path: PathLike) -> Tuple[np.ndarray, List[Dict[str, Any]]]:
-    """Read one image's masks from an amg.py folder or a ``.json`` RLE file."""
+def read_masks(path: PathLike, shape: Optional[Tuple[int, int]] = None) -> Tuple[np.ndarray, List[Dict[str, Any]]]:
+    """Read one image's masks from an amg.py folder or a ``.json`` RLE file (``shape``: see
+    ``read_amg_folder``)."""
     path = Path(path)
     if path.suffix.lower() == ".json":
-        return read_rle_json(path)
-    return read_amg_folder(path)
+        return read_rle_json(path, shape)
+    return read_amg_folder(path, shape)
 
 
 def find_masks(root: PathLike, image_id: str) -> Optional[Path]:

@@ -28,33 +28,68 @@ def read_image(path: PathLike) -> np.ndarray:
         raise SeplError(f"cannot read image {path}: {e}", hint="the file is corrupt or not an image; re-export it")
 
 
-def read_label(path: PathLike) -> np.ndarray:
-    """Read a label-map PNG as (H, W) uint8 class indices.
+def read_label(path: PathLike, palette: Optional[np.ndarray] = None) -> np.ndarray:
+    """Read a label-map PNG as (H, W) uint8 class indices, deciding the encoding from the file.
 
-    Palette ("P") and greyscale PNGs hold indices directly; an RGB PNG is decoded with the
-    VOC colour map (the format of VOC's ``SegmentationClass``), unknown colours become 255.
+    - Palette ("P") and greyscale ("L", "I", "I;16") PNGs hold indices directly; a value
+      that does not fit uint8 (a 16-bit PNG holding 259) is an error, never wrapped to 3.
+    - An RGB(A) PNG is decoded with ``palette`` ((K, 3) uint8, default the VOC colour map,
+      the format of VOC's ``SegmentationClass``) only when every pixel is one of its
+      colours; anything else (e.g. class indices written into R, G and B) is an error.
     """
     try:
         with Image.open(path) as im:
-            if im.mode in ("P", "L", "I", "I;16"):
-                return np.asarray(im).astype(np.uint8)
+            if im.mode in ("P", "L", "1"):
+                return np.array(im, dtype=np.uint8)
+            if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+                return _narrow_indices(np.asarray(im), path)
             rgb = np.asarray(im.convert("RGB"))
     except FileNotFoundError:
         raise SeplError(f"label file not found: {path}", hint="check the folder and the id list")
     except (OSError, ValueError) as e:
         raise SeplError(f"cannot read label map {path}: {e}", hint="the PNG is corrupt; regenerate it")
-    return rgb_to_index(rgb)
+    return _rgb_label(rgb, path, palette)
 
 
-def rgb_to_index(rgb: np.ndarray) -> np.ndarray:
-    """Map an (H, W, 3) uint8 VOC-coloured label image to (H, W) uint8 indices (unknown -> 255)."""
-    pal = voc_palette(256).astype(np.int64)
+def _narrow_indices(arr: np.ndarray, path: PathLike) -> np.ndarray:
+    """A 16/32-bit greyscale label as uint8, or a SeplError when a value does not fit."""
+    if arr.size and (arr.min() < 0 or arr.max() > 255 or not np.all(np.mod(arr, 1) == 0)):
+        raise SeplError(f"label map {path} holds values {arr.min()}..{arr.max()}, which do not fit in "
+                        "0..255 (class indices, 255 ignore)",
+                        hint="write the label as an 8-bit palette or greyscale PNG", sample=Path(path).stem)
+    return arr.astype(np.uint8)
+
+
+def _rgb_label(rgb: np.ndarray, path: PathLike, palette: Optional[np.ndarray]) -> np.ndarray:
+    pal = voc_palette(256) if palette is None else np.asarray(palette, np.uint8).reshape(-1, 3)
+    out, unknown = rgb_to_index(rgb, pal, unknown=-1)
+    if unknown:
+        grey = bool(np.all(rgb[..., 0] == rgb[..., 1]) and np.all(rgb[..., 1] == rgb[..., 2]))
+        why = " (R = G = B everywhere: class indices saved as grey RGB?)" if grey else ""
+        raise SeplError(f"RGB label map {path} has {unknown} pixel(s) whose colour is not in the class "
+                        f"palette{why}",
+                        hint="save label maps as palette or greyscale PNGs of class indices, or in the VOC colours",
+                        sample=Path(path).stem)
+    return out
+
+
+def rgb_to_index(rgb: np.ndarray, palette: Optional[np.ndarray] = None, unknown: int = 255):
+    """Map an (H, W, 3) uint8 colour label image to (H, W) uint8 indices of ``palette``
+    ((K, 3), default VOC's 256 colours; the first index wins for a repeated colour).
+
+    With ``unknown=255`` (default) colours not in the palette become 255 and the map alone is
+    returned; with ``unknown=-1`` the result is ``(map, number of unknown pixels)``.
+    """
+    pal = (voc_palette(256) if palette is None else np.asarray(palette)).astype(np.int64).reshape(-1, 3)
     codes = (pal[:, 0] << 16) | (pal[:, 1] << 8) | pal[:, 2]
     lut = {int(c): i for i, c in reversed(list(enumerate(codes)))}
     flat = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
     uniq, inv = np.unique(flat, return_inverse=True)
-    out = np.array([lut.get(int(u), 255) for u in uniq], dtype=np.uint8)[inv]
-    return out.reshape(rgb.shape[:2])
+    idx = np.array([lut.get(int(u), -1) for u in uniq], dtype=np.int64)
+    counts = np.bincount(inv.reshape(-1), minlength=len(uniq))
+    n_unknown = int(counts[idx < 0].sum())
+    out = np.where(idx < 0, 255, idx).astype(np.uint8)[inv].reshape(rgb.shape[:2])
+    return (out, n_unknown) if unknown == -1 else out
 
 
 def write_label(path: PathLike, label: np.ndarray, palette: bool = True) -> None:

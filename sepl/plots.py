@@ -32,24 +32,36 @@ def _save(fig, path: Optional[str]):
 
 def plot_class_iou(iou: Sequence[float], class_names: Sequence[str], baseline: Optional[Sequence[float]] = None,
                    labels: Sequence[str] = ("after", "before"), path: Optional[str] = None):
-    """Bars of per-class IoU (C,) in [0, 1] (NaN shown as 0), optionally beside a baseline."""
-    iou = np.nan_to_num(np.asarray(iou, dtype=float))
+    """Bars of per-class IoU (C,) in [0, 1], optionally beside a baseline.
+
+    A NaN (a class absent from both prediction and GT) is drawn as an empty bar and left
+    out of the mIoU in the legend/title, the convention of the printed table
+    (``ConfusionMatrix.miou``, ``np.nanmean``), so the figure and the table agree.
+    """
+    raw = np.asarray(iou, dtype=float)
+    iou = np.nan_to_num(raw)
     fig = _figure((max(6, 0.38 * len(iou)), 3.6))
     ax = fig.subplots()
     x = np.arange(len(iou))
     if baseline is not None:
-        base = np.nan_to_num(np.asarray(baseline, dtype=float))
-        ax.bar(x - 0.2, 100 * base, 0.4, label=f"{labels[1]} (mIoU {100 * base.mean():.1f})", color="#bbbbbb")
-        ax.bar(x + 0.2, 100 * iou, 0.4, label=f"{labels[0]} (mIoU {100 * iou.mean():.1f})", color="#d9534f")
+        base_raw = np.asarray(baseline, dtype=float)
+        base = np.nan_to_num(base_raw)
+        ax.bar(x - 0.2, 100 * base, 0.4, label=f"{labels[1]} (mIoU {100 * _nanmean(base_raw):.1f})", color="#bbbbbb")
+        ax.bar(x + 0.2, 100 * iou, 0.4, label=f"{labels[0]} (mIoU {100 * _nanmean(raw):.1f})", color="#d9534f")
         ax.legend(loc="lower right", fontsize=8)
     else:
         ax.bar(x, 100 * iou, 0.7, color="#d9534f")
-        ax.set_title(f"mIoU {100 * iou.mean():.2f}")
+        ax.set_title(f"mIoU {100 * _nanmean(raw):.2f}")
     ax.set_xticks(x, list(class_names), rotation=60, ha="right", fontsize=8)
     ax.set_ylabel("IoU (%)")
     ax.set_ylim(0, 100)
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
+
+
+def _nanmean(v: np.ndarray) -> float:
+    """Mean over the classes that are scored (not NaN), as the table; NaN when none is."""
+    return float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
 
 
 def plot_miou_histogram(values: Sequence[float], bins: int = 20, xlabel: str = "per-sample mIoU",

@@ -9,7 +9,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from sepl.paths import voc_train_dir  # noqa: E402
+from sepl.paths import missing_shared_data_reason, shared_data_required, voc_train_dir  # noqa: E402
 
 
 @pytest.fixture
@@ -27,10 +27,13 @@ def dataset():
 
 @pytest.fixture
 def voc_train() -> Path:
-    """``../shared/data/voc2012_train`` (real VOC GT + TransCAM seeds); skips when absent."""
+    """``../shared/data/voc2012_train`` (real VOC GT + TransCAM seeds); skips when absent,
+    fails when ``$SEPL_REQUIRE_SHARED_DATA`` is set (CI: the real-data tests must run)."""
     path = voc_train_dir()
     if path is None:
-        pytest.skip("../shared/data/voc2012_train is not present")
+        if shared_data_required():
+            pytest.fail(f"{missing_shared_data_reason()}, and $SEPL_REQUIRE_SHARED_DATA is set (CI)")
+        pytest.skip(missing_shared_data_reason())
     return path
 
 

@@ -29,7 +29,7 @@ SETTINGS = {
 
 @pytest.fixture(scope="module")
 def sam():
-    return build_sam("tiny")
+    return build_sam("tiny", random_weights=True)
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ def test_sam_auto_on_samples_resume_and_bad_image(synth_dataset, tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a jpeg")
     ds.add_sample(fo.Sample(filepath=str(broken)))
-    s = fomasks.generate_masks(ds, "sam_masks", source="sam_auto", model_type="tiny", params=AUTO, batch_size=3)
+    s = fomasks.generate_masks(ds, "sam_masks", source="sam_auto", model_type="tiny", random_weights=True, params=AUTO, batch_size=3)
     assert s["processed"] == len(ds) - 1 and len(s["failed"]) == 1 and "broken.jpg" in s["failed"][0]
     assert ds.count("sam_masks") == len(ds) - 1
     # what is stored equals the source's own output, with its per-mask attributes; computed
@@ -35,7 +35,7 @@ def test_sam_auto_on_samples_resume_and_bad_image(synth_dataset, tmp_path):
     from sepl.labelio import read_image
 
     firsts = [read_image(s.filepath) for s in ds.limit(3)]
-    direct = SamAutoMasks(build_sam("tiny", device="auto"), **AUTO, model_type="tiny",
+    direct = SamAutoMasks(build_sam("tiny", device="auto", random_weights=True), **AUTO, model_type="tiny",
                           image_batch=3).generate_batch(firsts)[0]
     first.reload()
     stored = load_masks(first, "sam_masks")
@@ -45,11 +45,11 @@ def test_sam_auto_on_samples_resume_and_bad_image(synth_dataset, tmp_path):
     assert det.confidence == pytest.approx(float(direct.predicted_iou[0]), abs=1e-6)
     assert det.stability_score == pytest.approx(float(direct.stability_score[0]), abs=1e-6)
     # rerun resumes: only the failed sample is retried (and fails again, nothing else touched)
-    s2 = fomasks.generate_masks(ds, "sam_masks", source="sam_auto", model_type="tiny", params=AUTO, batch_size=3)
+    s2 = fomasks.generate_masks(ds, "sam_masks", source="sam_auto", model_type="tiny", random_weights=True, params=AUTO, batch_size=3)
     assert s2["processed"] == 0 and s2["skipped"] == len(ds) - 1 and len(s2["failed"]) == 1
     # other parameters do not silently mix into the same field
     with pytest.raises(SeplError, match="already exists"):
-        fomasks.generate_masks(ds, "sam_masks", source="sam_auto", model_type="tiny",
+        fomasks.generate_masks(ds, "sam_masks", source="sam_auto", model_type="tiny", random_weights=True,
                                params=dict(AUTO, points_per_side=4))
 
 
@@ -65,18 +65,18 @@ def test_sam_box_on_samples(synth_dataset):
                 fo.Detection(label="star", bounding_box=[0.5, 0.2, 0.3, 0.3])][: k % 3]
         s["boxes"] = fo.Detections(detections=dets)
         s.save()
-    summ = fomasks.generate_masks(ds, "box_masks", source="sam_box", model_type="tiny", prompt_field="boxes")
+    summ = fomasks.generate_masks(ds, "box_masks", source="sam_box", model_type="tiny", random_weights=True, prompt_field="boxes")
     assert summ["processed"] == len(ds) and not summ["failed"]
     s = ds.skip(1).first()
     h, w = s.metadata.height, s.metadata.width
     assert [d.label for d in s.box_masks.detections] == ["disc"]
-    expected, scores = BoxPromptedSAM(build_sam("tiny")).predict(read_image(s.filepath),
+    expected, scores = BoxPromptedSAM(build_sam("tiny", random_weights=True)).predict(read_image(s.filepath),
                                                                  np.array([[20, 16, 100, 96]], np.float32))
     assert h == 160 and w == 200
     assert np.array_equal(load_masks(s, "box_masks"), expected)
     assert len(ds.first().box_masks.detections) == 0
     with pytest.raises(SeplError, match="prompt field"):
-        fomasks.generate_masks(ds, "x", source="sam_box", model_type="tiny")
+        fomasks.generate_masks(ds, "x", source="sam_box", model_type="tiny", random_weights=True)
 
 
 def test_superpixels_on_samples_say_not_sam(synth_dataset, caplog):
@@ -106,11 +106,11 @@ def test_operator_immediate_and_apply_model(synth_dataset, monkeypatch, tmp_path
     ds = synth_dataset
     view = ds.limit(3)
     res = foo.execute_operator("@sepl/sepl/generate_masks", ctx=dict(
-        dataset=ds, view=view, params=dict(source="sam_auto", model_type="tiny", out_field="op_masks",
+        dataset=ds, view=view, params=dict(source="sam_auto", model_type="tiny", random_weights=True, out_field="op_masks",
                                            delegate=False, target="CURRENT_VIEW", **AUTO)))
     res.raise_exceptions()
     assert res.result["processed"] == 3 and ds.count("op_masks") == 3
-    model = fomasks.MaskSourceModel(SamAutoMasks(build_sam("tiny"), model_type="tiny", **AUTO))
+    model = fomasks.MaskSourceModel(SamAutoMasks(build_sam("tiny", random_weights=True), model_type="tiny", **AUTO))
     view.apply_model(model, "model_masks", batch_size=2)
     from sepl.masks.base import matched_fraction
 
@@ -131,7 +131,7 @@ def test_cli_dataset_and_folder(synth_dataset, synth_voc, tmp_path, capsys):
     assert code == 0 and ds.count("cli_sp") == len(ds)
     amgio = pytest.importorskip("sepl.amgio")
     out = tmp_path / "amg"
-    args = ["masks", "--images", str(synth_voc / "JPEGImages"), "--out-dir", str(out), "--model-type", "tiny",
+    args = ["masks", "--images", str(synth_voc / "JPEGImages"), "--out-dir", str(out), "--model-type", "tiny", "--random-weights",
             "--points-per-side", "4", "--pred-iou-thresh", "0", "--stability-score-thresh", "0"]
     assert main(args) == 0
     folders = sorted(p for p in out.iterdir())

@@ -97,7 +97,7 @@ def test_two_workers_share_a_sharded_mask_run(tmp_path):
             import fiftyone as fo, fiftyone.operators as foo
             ds = fo.load_dataset({name!r})
             res = foo.execute_operator("@sepl/sepl/generate_masks", ctx=dict(dataset=ds, params=dict(
-                source="sam_auto", model_type="tiny", out_field="masks", num_shards=2, target="DATASET",
+                source="sam_auto", model_type="tiny", random_weights=True, out_field="masks", num_shards=2, target="DATASET",
                 points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0)))
             res.raise_exceptions()
             print("QUEUED", len(res.result["queued"]))
@@ -134,7 +134,7 @@ def test_two_workers_share_a_sharded_mask_run(tmp_path):
             import fiftyone as fo
             from sepl.fo.masks import generate_masks
             ds = fo.load_dataset({name!r})
-            print(generate_masks(ds, "masks", source="sam_auto", model_type="tiny", shard=(0, 2), params=dict(
+            print(generate_masks(ds, "masks", source="sam_auto", model_type="tiny", random_weights=True, shard=(0, 2), params=dict(
                 points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0)))
             """, env)
         assert "'processed': 0" in again and f"'skipped': {NUM_IMAGES // 2}" in again

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import SeplError
 from .losses import hfpl_loss
+from ..safeload import plain
 from .net import CAMNet, build_cam_net, load_model_state, net_config
 
 ProgressFn = Callable[[float, str], None]
@@ -36,6 +37,7 @@ class TrainConfig:
     output_stride: int = 16
     width: int = 32                      # tiny backbone only
     backbone_weights: Optional[str] = None
+    random_weights: bool = False         # allow a ResNet backbone from random init (recorded in args)
     epochs: int = 8
     batch_size: int = 8
     optimizer: str = "sgd"               # "sgd" or "adamw"
@@ -236,18 +238,23 @@ def save_checkpoint(path: Union[str, Path], model, optimizer, scheduler, epoch: 
     ckpt = dict(model=model.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
                 epoch=epoch, args=cfg.to_dict(), net=net_config(model), history=history)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(ckpt, tmp)
+    torch.save(plain(ckpt), tmp)  # plain values: loadable with weights_only=True
     os.replace(tmp, path)
 
 
 def load_checkpoint(path: Union[str, Path]) -> Dict[str, Any]:
     """Read a checkpoint file with a SeplError for missing or unreadable files."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
+    from ..safeload import torch_load
+
+    if not Path(path).is_file():
         raise SeplError(f"checkpoint not found: {path}", hint="train first (sepl cam train) or fix the path")
-    except Exception as e:
-        raise SeplError(f"cannot read checkpoint {path}: {e}", hint="the file is corrupt or not a torch checkpoint")
+    # tensors and plain values only (no code runs from the file); a TrainConfig stored as
+    # such by an older writer is the one class accepted besides
+    with torch.serialization.safe_globals([TrainConfig]):
+        ckpt = torch_load(path, "CAM checkpoint")
+    if isinstance(ckpt, dict) and isinstance(ckpt.get("args"), TrainConfig):
+        ckpt["args"] = ckpt["args"].to_dict()
+    return ckpt
 
 
 def plot_losses(history: List[Dict[str, Any]], path: Union[str, Path]) -> None:
@@ -319,7 +326,14 @@ def train(
         raise SeplError("no training images", hint="pick a view with samples that have image-level labels")
     ckpt_path = Path(output_dir) / "checkpoint.pth" if output_dir is not None else None
     ckpt = None
-    if resume and ckpt_path is not None and ckpt_path.exists():
+    resuming = resume and ckpt_path is not None and ckpt_path.exists()
+    if not resuming and cfg.arch != "tiny" and not cfg.backbone_weights and not cfg.random_weights:
+        # the tiny CNN has no pretrained weights (it is trained from scratch); a ResNet is meant
+        # to start from ImageNet weights, so a random start must be asked for
+        raise SeplError(f"no ImageNet backbone weights for the {cfg.arch} CAM network",
+                        hint="pass --backbone-weights PATH (a torchvision resnet*.pth), or --random-weights "
+                             "to train it from random initialisation (far weaker CAMs)")
+    if resuming:
         ckpt = load_checkpoint(ckpt_path)
         _check_resumable(ckpt, cfg, class_names, ckpt_path)
         cfg = TrainConfig.from_dict(dict(ckpt["args"], device=cfg.device, num_workers=cfg.num_workers,

@@ -51,7 +51,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_database_notice() -> None:
+    """FiftyOne prints a MongoDB-version notice on every connection; a CLI user cannot act on
+    it, so the CLI (only: the library leaves FiftyOne's config alone) turns the check off
+    unless $FIFTYONE_DATABASE_VALIDATION says otherwise."""
+    import os
+
+    os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
+    if "fiftyone" in sys.modules and os.environ["FIFTYONE_DATABASE_VALIDATION"].lower() in ("false", "0"):
+        import fiftyone as fo  # already imported (a caller in the same process): its config is read
+
+        fo.config.database_validation = False
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    _quiet_database_notice()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):

@@ -18,6 +18,71 @@ def add_command(subparsers, name: str, help: str, description: str, examples: st
     )
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a batch size of 0 is refused before any work starts)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def writable_file(path: str, option: str) -> str:
+    """Check, before any work, that ``path`` can be written: its folder is created (as
+    ``--plots`` does) and must accept files; an existing directory is refused. Returns it."""
+    import os
+
+    from ..errors import SeplError
+
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise SeplError(f"{option} {path}: cannot create its folder {folder}: {e.strerror or e}",
+                        hint=f"choose a writable path for {option}")
+    if os.path.isdir(path):
+        raise SeplError(f"{option} {path} is a folder", hint=f"give {option} a file name")
+    if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise SeplError(f"{option} {path} is not writable", hint=f"choose a writable path for {option}")
+    return path
+
+
+def writable_dir(path: str, option: str) -> str:
+    """Check, before any work, that the folder ``path`` exists or can be created and accepts
+    files (nothing is created when it does not exist yet). Returns it."""
+    import os
+
+    from ..errors import SeplError
+
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):  # the nearest existing ancestor decides
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if os.path.exists(probe) and not os.path.isdir(probe):
+        raise SeplError(f"{option} {path}: {probe} is a file, not a folder", hint=f"choose another {option}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise SeplError(f"{option} {path} is not writable ({probe} does not accept new files)",
+                        hint=f"choose a writable {option}")
+    return path
+
+
+def written_message(view, field: str, written: int) -> str:
+    """What a field-filling command prints: how many samples it wrote, and how many were
+    already done by an earlier identical run (a resume), instead of a bare "0 samples"."""
+    total = len(view)
+    have = view.exists(field).count() if total else 0
+    before = max(have - written, 0)
+    if written == 0 and total and have == total:
+        return f"'{field}': all {total} samples already done (resumed)"
+    if before:
+        return f"'{field}' written on {written} samples ({before} already done, resumed)"
+    return f"'{field}' written on {written} samples"
+
+
 def add_dataset_args(parser: argparse.ArgumentParser) -> None:
     """``--dataset NAME`` (and an optional saved ``--view``) for commands that act on FiftyOne."""
     parser.add_argument("--dataset", required=True, help="name of the FiftyOne dataset")

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_command
+from ._common import add_command, positive_int
 
 EXAMPLES_TRAIN = """\
-  # a FiftyOne dataset whose 'labels' field holds fo.Classifications
-  sepl cam train --dataset voc --labels-field labels --out runs/cam --arch resnet50 \\
+  # a FiftyOne dataset whose 'image_labels' field (what `sepl import` writes) holds fo.Classifications
+  sepl cam train --dataset voc --labels-field image_labels --out runs/cam --arch resnet50 \\
       --backbone-weights resnet50-imagenet.pth --epochs 8
   # small CPU run on generated scenes, HFPL losses off (GAP only)
-  sepl cam train --dataset synth --labels-field labels --out runs/tiny --arch tiny \\
+  sepl cam train --dataset synth --labels-field image_labels --out runs/tiny --arch tiny \\
       --crop-size 96 --epochs 40 --lr 0.05 --no-importance-sampling --no-feature-similarity
   # folders: image-level labels read from VOC label maps (SegmentationClass)
   sepl cam train --images VOC2012/JPEGImages --label-maps VOC2012/SegmentationClass \\
@@ -21,7 +21,7 @@ EXAMPLES_TRAIN = """\
 """
 
 EXAMPLES_INFER = """\
-  sepl cam infer --dataset voc --labels-field labels --checkpoint runs/cam/checkpoint.pth \\
+  sepl cam infer --dataset voc --labels-field image_labels --checkpoint runs/cam/checkpoint.pth \\
       --out-field cam_seeds --heatmap-field cam
   sepl cam infer --images VOC2012/JPEGImages --label-maps VOC2012/SegmentationClass \\
       --checkpoint runs/cam/checkpoint.pth --out seeds/ --bg power --alpha 8
@@ -31,7 +31,8 @@ EXAMPLES_INFER = """\
 def _source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", help="name of the FiftyOne dataset (or use --images)")
     p.add_argument("--view", default=None, help="name of a saved view of the dataset")
-    p.add_argument("--labels-field", default="labels", help="image-level labels field (fo.Classifications)")
+    p.add_argument("--labels-field", default="image_labels",
+                   help="image-level labels field (fo.Classifications; `sepl import` writes image_labels)")
     p.add_argument("--images", help="folder of images (instead of --dataset)")
     p.add_argument("--label-maps", help="folder of label-map PNGs whose classes are the image-level labels")
     p.add_argument("--ids", help="file listing the ids to use (default: every label map)")
@@ -56,9 +57,11 @@ def register(subparsers):
     t.add_argument("--out", required=True, help="output folder")
     t.add_argument("--arch", default="resnet50", help="tiny, resnet18, resnet34, resnet50, resnet101")
     t.add_argument("--output-stride", type=int, default=16, choices=[8, 16])
-    t.add_argument("--backbone-weights", help="local ImageNet weights file (random init otherwise)")
+    t.add_argument("--backbone-weights", help="local ImageNet weights file (a ResNet needs it or --random-weights)")
+    t.add_argument("--random-weights", action="store_true",
+                   help="allow a ResNet backbone from random initialisation (recorded in the checkpoint)")
     t.add_argument("--epochs", type=int, default=8)
-    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--batch-size", type=positive_int, default=8)
     t.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"])
     t.add_argument("--lr", type=float, default=0.01)
     t.add_argument("--crop-size", type=int, default=448)
@@ -141,6 +144,7 @@ def run_train(args) -> int:
     from ..errors import SeplError
 
     cfg = TrainConfig(arch=args.arch, output_stride=args.output_stride, backbone_weights=args.backbone_weights,
+                      random_weights=args.random_weights,
                       epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
                       crop_size=args.crop_size, importance_sampling=args.importance_sampling,
                       feature_similarity=args.feature_similarity, fs_weight=args.fs_weight,

@@ -94,6 +94,11 @@ def run(args) -> int:
     from ..labelio import list_ids
     from ._folders import class_names, print_failures
 
+    from ._common import writable_file
+
+    for option in ("json", "csv", "per_sample"):  # before the scoring, not after it printed
+        if getattr(args, option):
+            writable_file(getattr(args, option), "--" + option.replace("_", "-"))
     ids = list_ids(args.gt, args.list) if args.list else None
     names = class_names(args.num_classes, args.class_names)
     cm, per_sample, failures = evaluate_folders(

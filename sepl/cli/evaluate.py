@@ -36,10 +36,14 @@ def register(subparsers):
 
 def run(args) -> int:
     from sepl.fo.evaluate import evaluate
-    from sepl.fo.views import worst_ids
+    from sepl.fo.views import score_field, worst_samples
 
     from .refine import load_view
 
+    from ._common import writable_dir
+
+    if args.plots:  # before the evaluation is stored, not after it
+        writable_dir(args.plots, "--plots")
     view = load_view(args)
     results = evaluate(view, args.pred, args.gt, overwrite=args.overwrite, strict=not args.skip_bad,
                        match_by=args.match_by)
@@ -61,7 +65,11 @@ def run(args) -> int:
         plot_miou_histogram(view.values(field), xlabel=field, path=os.path.join(args.plots, f"{field}_hist.png"))
         print(f"figures written to {args.plots}")
     if args.worst:
+        import os
+
         key = results[-1].key
-        for sid in worst_ids(view, key, by=args.by, limit=args.worst):
-            print(f"worst: {sid}")
+        field = score_field(view, key, args.by)
+        paths, scores = worst_samples(view, key, by=args.by, limit=args.worst).values(["filepath", field])
+        for path, score in zip(paths, scores):
+            print(f"worst: {os.path.splitext(os.path.basename(path))[0]}  {field} {score:.4f}")
     return 0

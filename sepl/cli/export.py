@@ -54,6 +54,9 @@ def load_view(args):
 def run(args) -> int:
     from sepl.fo.export import export_segmentation
 
+    from ._common import writable_dir
+
+    writable_dir(args.out, "--out")
     res = export_segmentation(load_view(args), args.field, args.out, format=args.format,
                               val_fraction=args.val_fraction, split_tags=args.split_tags, seed=args.seed,
                               overwrite=args.overwrite)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import add_command, add_dataset_args
+from ._common import add_command, positive_int, add_dataset_args
 
 EXAMPLES = """\
   # original Grounding DINO (Swin-T OGC) + SAM ViT-H, VOC prompts and sub-prompts
@@ -54,7 +54,7 @@ def register(subparsers):
                    help="how overlapping masks are painted (see sepl.grounded.labelmap)")
     q.add_argument("--ignore-conflicts", action="store_true", help="pixels claimed by two classes become 255")
     p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--batch-size", type=positive_int, default=1)
     p.add_argument("--overwrite", action="store_true", help="replace existing output fields")
     p.set_defaults(func=run)
     return p

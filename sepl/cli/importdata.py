@@ -91,6 +91,7 @@ def run(args) -> int:
         raise SeplError(f"no dataset '{args.dataset}'", hint="import images first (sepl import voc|coco|folder)")
     ds = fo.load_dataset(args.dataset)
     view = ds.load_saved_view(args.view) if args.view else ds
+    field = args.field or ("sam_masks" if args.kind == "masks" else "seeds")
     if args.kind == "seeds":
         n = importers.import_seeds(view, args.folder, field=args.field or "seeds", classes=classes,
                                    storage=args.storage, mask_dir=args.mask_dir, overwrite=args.overwrite,
@@ -102,5 +103,7 @@ def run(args) -> int:
     else:
         n = importers.import_masks(view, args.folder, field=args.field or "sam_masks", overwrite=args.overwrite,
                                    num_workers=args.workers)
-    print(f"dataset '{ds.name}': {n} samples written")
+    from ._common import written_message
+
+    print(f"dataset '{ds.name}': {written_message(view, field, n)}")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._common import add_command
+from ._common import add_command, positive_int
 
 EXAMPLES = """\
   # SAM ViT-H automatic masks (the SEPL setting) for a FiftyOne dataset
@@ -46,10 +46,13 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--model-type", choices=["vit_h", "vit_l", "vit_b", "tiny"], default="vit_h")
     p.add_argument("--checkpoint", default=None, help="SAM .pth file")
     p.add_argument("--download", action="store_true", help="download the released checkpoint if none is found")
+    p.add_argument("--random-weights", action="store_true",
+                   help="allow SAM without a checkpoint: random weights, meaningless masks (tests, speed runs); "
+                        "recorded in the run")
     p.add_argument("--device", default="auto", help="auto, cuda, cuda:1, cpu")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="autocast the image encoder (GPU)")
-    p.add_argument("--batch-size", type=int, default=4, help="images per encoder batch")
+    p.add_argument("--batch-size", type=positive_int, default=4, help="images per encoder batch")
     p.add_argument("--out-field", default="sam_masks", help="Detections field to write")
     p.add_argument("--prompt-field", default=None, help="--source sam_box: the Detections field with the boxes")
     p.add_argument("--multimask", action="store_true", help="--source sam_box: best of SAM's 3 masks per box")
@@ -77,9 +80,7 @@ def _params(args) -> dict:
         return {"mode": args.sp_mode, "scales": list(args.sp_scales)}
     if args.source == "sam_box":
         return {}
-    hf = args.source in ("sam2_auto", "samhq_auto")
-    extra = {"random_weights": True} if hf and getattr(args, "random_weights", False) else {}
-    return {**extra, **{k: getattr(args, k) for k in ("points_per_side", "points_per_batch", "pred_iou_thresh",
+    return {**{k: getattr(args, k) for k in ("points_per_side", "points_per_batch", "pred_iou_thresh",
                                           "stability_score_thresh", "box_nms_thresh", "crop_n_layers",
                                           "min_mask_region_area")}}
 
@@ -114,7 +115,8 @@ def run(args) -> int:
         model_type=args.model_type,
         checkpoint=args.checkpoint, params=_params(args), prompt_field=args.prompt_field, device=args.device,
         dtype=args.dtype, batch_size=args.batch_size, download=args.download, multimask=args.multimask,
-        overwrite=args.overwrite, shard=_shard(args.shard), num_workers=args.workers)
+        overwrite=args.overwrite, shard=_shard(args.shard), num_workers=args.workers,
+        random_weights=args.random_weights)
     print(f"{summary['processed']} samples given masks ({summary['source']}), "
           f"{summary['skipped']} already done, {len(summary['failed'])} failed")
     for line in summary["failed"]:
@@ -155,7 +157,8 @@ def _run_folder(args) -> int:
     out = Path(args.out_dir)
     todo = [p for p in paths if not (out / p.stem / "metadata.csv").is_file()]  # rerun = resume
     src = make_source(args.source, args.model_type, args.checkpoint, device=args.device, dtype=args.dtype,
-                      image_batch=args.batch_size, download=args.download, **_params(args))
+                      image_batch=args.batch_size, download=args.download, random_weights=args.random_weights,
+                      **_params(args))
     failed = []
     for start in tqdm(range(0, len(todo), args.batch_size), desc="masks", unit="batch"):
         batch, ims = [], []

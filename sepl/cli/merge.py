@@ -81,7 +81,7 @@ def merge_folders(seeds_dir, masks_dir, out_dir, ids=None, overwrite: bool = Fal
         if where is None:
             raise SeplError(f"no masks for this image in {masks_dir}",
                             hint=f"expected {masks_dir / i}/ (amg.py PNGs) or {masks_dir / i}.json")
-        masks, _ = read_masks(where)
+        masks, _ = read_masks(where, shape=seed.shape)
         if masks.shape[0] == 0 and masks.ndim == 3:
             masks = masks.reshape(0, *seed.shape)
         res = merge(seed, masks, name=i, **merge_kwargs)

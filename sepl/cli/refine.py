@@ -27,6 +27,8 @@ def register(subparsers):
     p.add_argument("--os-thresh", type=float, default=0.5, help="o_s threshold")
     p.add_argument("--op-thresh", type=float, default=0.85, help="o_p threshold")
     p.add_argument("--keep-ignore", action="store_true", help="keep the seed's 255 pixels")
+    p.add_argument("--allow-empty", action="store_true",
+                   help="a sample with an empty mask set keeps its seed (CAM fallback) instead of failing")
     p.add_argument("--no-decisions", action="store_true", help="do not store <out>_masks")
     p.add_argument("--storage", choices=["db", "disk"], help="label maps in the database or as PNGs")
     p.add_argument("--mask-dir", help="root folder for on-disk label maps")
@@ -50,10 +52,12 @@ def load_view(args):
 def run(args) -> int:
     from sepl.fo.refine import refine
 
+    from ._common import written_message
+
     view = load_view(args)
     n = refine(view, args.seeds, args.masks, args.out, mode=args.mode, os_thresh=args.os_thresh,
-               op_thresh=args.op_thresh, keep_ignore=args.keep_ignore, store_decisions=not args.no_decisions,
-               storage=args.storage, mask_dir=args.mask_dir, overwrite=args.overwrite,
-               num_workers=args.workers)
-    print(f"'{args.out}' written on {n} samples")
+               op_thresh=args.op_thresh, keep_ignore=args.keep_ignore, allow_empty=args.allow_empty,
+               store_decisions=not args.no_decisions, storage=args.storage, mask_dir=args.mask_dir,
+               overwrite=args.overwrite, num_workers=args.workers)
+    print(written_message(view, args.out, n))
     return 0

@@ -46,6 +46,7 @@ class TrainConfig:
     print_freq: int = 10
     resume: bool = False
     overwrite: bool = False
+    random_weights: bool = False  # allow a ResNet backbone from random weights (recorded in args)
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -54,6 +55,16 @@ class TrainConfig:
     def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def _at_least_two(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer")
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be at least 2 (batch norm needs batches of 2), got {value}")
+    return value
 
 
 def add_train_arguments(parser: argparse.ArgumentParser, data_required: bool = True) -> None:
@@ -71,12 +82,15 @@ def add_train_arguments(parser: argparse.ArgumentParser, data_required: bool = T
     g.add_argument("--backbone-weights", default=None,
                    help="local ImageNet ResNet checkpoint (e.g. resnet101-63fe2227.pth); default: torch hub "
                         "cache if present, else random initialisation")
+    g.add_argument("--random-weights", action="store_true",
+                   help="allow a ResNet backbone from random weights when no ImageNet weights are found "
+                        "(far lower mIoU; recorded in the checkpoint's args)")
     g.add_argument("--aux-loss", action="store_true", help="add the auxiliary FCN head (weight 0.5)")
     g.add_argument("--train-split", default=d.train_split, help="id list used for training")
     g.add_argument("--val-split", default=d.val_split, help="id list used for validation ('none' to skip)")
     g.add_argument("--epochs", type=int, default=d.epochs)
     g.add_argument("--iters-per-epoch", type=int, default=None, help="cap on iterations per epoch")
-    g.add_argument("-b", "--batch-size", type=int, default=d.batch_size)
+    g.add_argument("-b", "--batch-size", type=_at_least_two, default=d.batch_size, help="2 or more (batch norm)")
     g.add_argument("--lr", type=float, default=d.lr, help="initial learning rate (poly decay, power 0.9)")
     g.add_argument("--momentum", type=float, default=d.momentum)
     g.add_argument("--weight-decay", type=float, default=d.weight_decay)

@@ -45,6 +45,18 @@ def build_model(name: str, num_classes: int, backbone_weights: Optional[str] = N
     return _BUILDERS[name](num_classes=num_classes, backbone_weights=backbone_weights, aux_loss=aux_loss)
 
 
+def random_backbone(name: str, backbone_weights: Optional[str] = None) -> bool:
+    """Whether ``build_model(name, ...)`` would start a ResNet backbone from random weights
+    (no file given and torchvision's ImageNet file not in the torch hub cache). The tiny
+    model has no pretrained weights at all and is not counted."""
+    if backbone_weights or name not in ("deeplabv3_resnet50", "deeplabv3_resnet101"):
+        return False
+    from torchvision.models import ResNet50_Weights, ResNet101_Weights
+
+    default = ResNet50_Weights.IMAGENET1K_V1 if name.endswith("50") else ResNet101_Weights.IMAGENET1K_V1
+    return not (Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(default.url)).exists()
+
+
 def _resnet_deeplab(depth: int, num_classes: int, backbone_weights: Optional[str], aux_loss: bool):
     from torchvision.models import ResNet50_Weights, ResNet101_Weights
     from torchvision.models.segmentation import deeplabv3_resnet50, deeplabv3_resnet101

@@ -60,10 +60,9 @@ def load_checkpoint(path: str | os.PathLike, device: Optional[str] = None) -> Tu
     (``args``, ``classes``, ``epoch``, ``miou``)."""
     if not os.path.isfile(path):
         raise SeplError(f"checkpoint not found: {path}", hint="train a model first (`sepl train`) or fix the path")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise SeplError(f"cannot read checkpoint {path}: {e}", hint="the file is corrupt or not a sepl checkpoint")
+    from ..safeload import torch_load
+
+    ckpt = torch_load(path, "checkpoint", hint="the file is corrupt or not a sepl checkpoint")
     if not isinstance(ckpt, dict) or "model" not in ckpt or "args" not in ckpt:
         raise SeplError(f"{path} is not a sepl DeepLab checkpoint (no 'model'/'args')")
     args = ckpt["args"]

@@ -33,7 +33,7 @@ from ..errors import SeplError
 from .config import TrainConfig, add_train_arguments, config_from_args
 from .data import SegmentationFolder
 from .logs import MetricsLog, plot_metrics
-from .models import build_model
+from .models import build_model, random_backbone
 from .predict import predict_logits
 from .transforms import eval_transforms, train_transforms
 
@@ -171,20 +171,21 @@ def save_checkpoint(state: Dict[str, object], path: str | os.PathLike) -> None:
     Keep ``state`` to tensors and plain Python values (dict, list, str, int, float, bool,
     None): ``load_checkpoint`` reads with ``weights_only=True``.
     """
+    from ..safeload import plain
+
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
+    torch.save(plain(state), tmp)  # plain values: loadable with weights_only=True
     os.replace(tmp, path)
 
 
 def load_checkpoint(path: str | os.PathLike) -> Dict[str, object]:
     """A checkpoint dict written by ``save_checkpoint``, on the CPU, read with
     ``weights_only=True`` (no code in the file is run)."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several kinds for corrupt or foreign files
-        raise SeplError(f"cannot read checkpoint {path}: {e}",
-                        hint="the file is corrupt or not a sepl DeepLab checkpoint; start a new run folder")
+    from ..safeload import torch_load
+
+    ckpt = torch_load(path, "checkpoint", hint="the file is corrupt or not a sepl DeepLab checkpoint; "
+                                               "start a new run folder")
     if not isinstance(ckpt, dict) or "model" not in ckpt or "args" not in ckpt:
         raise SeplError(f"{path} is not a sepl DeepLab checkpoint (no 'model'/'args')")
     return ckpt
@@ -280,6 +281,10 @@ def train(config: TrainConfig, progress: Optional[Progress] = None, verbose: boo
         raise SeplError(f"batch size {config.batch_size} is too small", hint="use 2 or more: batch norm needs it")
     if config.epochs < 1 or (config.iters_per_epoch is not None and config.iters_per_epoch < 1):
         raise SeplError("epochs and iterations per epoch must be at least 1")
+    if not config.resume and not config.random_weights and random_backbone(config.model, config.backbone_weights):
+        raise SeplError(f"no ImageNet backbone weights for {config.model}: refusing to train from a random backbone",
+                        hint="pass --backbone-weights PATH (torchvision's resnet*.pth), put it in the torch hub "
+                             "cache, or pass --random-weights to train from random weights (far lower mIoU)")
     out = _prepare_out_dir(config)
     num_classes, classes = _classes(config)
     device = resolve_device(config.device, "DeepLab training")

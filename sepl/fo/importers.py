@@ -10,6 +10,8 @@ every sample whose file is missing or wrong while storing the others.
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
 
@@ -32,6 +34,7 @@ from .convert import (
 )
 
 _BATCH = 256
+log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------
@@ -233,6 +236,22 @@ def _set_gt_targets(ds, gt_field: str, classes: Sequence[str]) -> None:
 _IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
+def _folder_classes(tags: Dict[str, List[str]], name: Optional[str], dataset) -> List[str]:
+    """The class order of a folder import without ``classes`` (see ``import_folder``)."""
+    ds = dataset if dataset is not None else (fo.load_dataset(name) if name and fo.dataset_exists(name) else None)
+    if ds is not None and ds.default_mask_targets:
+        targets = ds.default_mask_targets
+        return [targets[k] for k in sorted(targets, key=int)]
+    found = {t for ts in tags.values() for t in ts}
+    coco = ["background"] + list(COCO_CLASSES)
+    for known in (VOC_CLASSES, coco):
+        if found <= set(known[1:]):
+            return list(known)
+    raise SeplError(f"no class order for the tags {sorted(found)[:8]}{' ...' if len(found) > 8 else ''}: "
+                    "they are not all VOC or COCO classes", hint="pass --classes background,<class 1>,... in the "
+                    "index order of your seeds/labels; nothing was imported")
+
+
 def import_folder(
     images_dir: str,
     tags_csv: Optional[str] = None,
@@ -244,9 +263,12 @@ def import_folder(
 ):
     """Import a plain folder of images, with image-level tags from a CSV.
 
-    ``classes`` (index 0 = background) fixes the class order and rejects unknown tags;
-    by default it is background + the sorted tags found. The class list becomes the
-    dataset's default mask targets, which seeds and refined labels then use.
+    ``classes`` (index 0 = background) fixes the class order and rejects unknown tags.
+    Without it the order comes from the data: the dataset's mask targets when it has them,
+    else VOC's or COCO's class list when every tag is one of its classes; otherwise a
+    SeplError asks for it (an order guessed from the tags would misname seeds indexed
+    otherwise). The class list becomes the dataset's default mask targets, which seeds and
+    refined labels then use.
     """
     folder = Path(images_dir)
     if not folder.is_dir():
@@ -254,8 +276,7 @@ def import_folder(
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_EXT)
     tags = read_tags_csv(tags_csv) if tags_csv else {}
     if classes is None:
-        found = sorted({t for ts in tags.values() for t in ts})
-        classes = ["background"] + found
+        classes = _folder_classes(tags, name, dataset)
     known = set(classes[1:])
     unknown = {k: [t for t in ts if t not in known] for k, ts in tags.items()}
     unknown = {k: v for k, v in unknown.items() if v}
@@ -377,6 +398,19 @@ def import_cams(
     return done
 
 
+def _warn_empty(view, field: str) -> None:
+    """Say which imported samples hold an empty mask set (stored, but refining them needs allow_empty)."""
+    from fiftyone import ViewField as F
+
+    empty = view.match(F(f"{field}.detections").length() == 0)
+    n = len(empty)
+    if n:
+        names = [os.path.basename(p) for p in empty.limit(5).values("filepath")]
+        log.warning("%d sample(s) have an empty mask set, stored as empty Detections in '%s': %s. "
+                    "`sepl refine` keeps their seed only with --allow-empty", n, field,
+                    ", ".join(names) + (" ..." if n > 5 else ""))
+
+
 def import_masks(
     view,
     folder: str,
@@ -396,6 +430,7 @@ def import_masks(
     pending = _begin(view, field, "import_masks", {"folder": str(folder.resolve())}, overwrite)
     done, failures = fill_rows(pending, [], MaskFiles(str(folder), field), progress, what="masks",
                                num_workers=num_workers)
+    _warn_empty(pending, field)
     raise_failures(failures, field, done)
     return done
 

@@ -39,7 +39,7 @@ SUPERPIXEL_PARAMS = ("mode", "scales", "sigma", "min_size", "min_area_frac", "ma
 
 def make_source(source: str = "sam_auto", model_type: str = "vit_h", checkpoint: Optional[str] = None,
                 device: str = "auto", dtype: Optional[str] = None, image_batch: int = 4,
-                download: bool = False, multimask: bool = False, **params):
+                download: bool = False, multimask: bool = False, random_weights: bool = False, **params):
     """A mask source by name: "sam_auto" (``SamAutoMasks``), "sam_box" (``BoxPromptedSAM``)
     or "superpixels" (``HierarchicalSuperpixels``, not SAM). ``params`` go to the source."""
     if source == "superpixels":
@@ -53,13 +53,13 @@ def make_source(source: str = "sam_auto", model_type: str = "vit_h", checkpoint:
         from ..masks.sam2_auto import build_auto_masks
 
         return build_auto_masks(source[:-5], checkpoint, device=device, dtype=dtype, image_batch=image_batch,
-                                random_weights=bool(params.get("random_weights", False)),
+                                random_weights=random_weights or bool(params.pop("random_weights", False)),
                                 **{k: v for k, v in params.items() if k in AUTO_PARAMS})
     from ..masks.build import build_sam
-    from ..masks.checkpoints import resolve_checkpoint
+    from ..masks.checkpoints import sam_weights
 
-    path = resolve_checkpoint(model_type, checkpoint, download_missing=download)
-    sam = build_sam(model_type, path, device=device)
+    path = sam_weights(model_type, checkpoint, random_weights, download_missing=download)
+    sam = build_sam(model_type, path, device=device, random_weights=random_weights)
     if source == "sam_box":
         from ..masks.sam_box import BoxPromptedSAM
 
@@ -101,7 +101,7 @@ def shard_view(view, shard: Optional[Tuple[int, int]]):
 
 
 def run_params(source: str, model_type: str, params: Dict[str, Any], checkpoint: Optional[str],
-               prompt_field: Optional[str]) -> Dict[str, Any]:
+               prompt_field: Optional[str], random_weights: bool = False) -> Dict[str, Any]:
     """What a run records (and a resume must match): JSON-serialisable."""
     if source.startswith("zoo:"):  # a FiftyOne zoo model: its name says it all
         return {"source": source, "params": {}}
@@ -109,6 +109,8 @@ def run_params(source: str, model_type: str, params: Dict[str, Any], checkpoint:
     if source != "superpixels":
         out["model_type"] = model_type
         out["checkpoint"] = os.path.basename(checkpoint) if checkpoint else None
+        if random_weights:  # masks of an untrained SAM: the record must say so
+            out["random_weights"] = True
     else:
         out["not_sam"] = True
     if source == "sam_box":
@@ -118,10 +120,11 @@ def run_params(source: str, model_type: str, params: Dict[str, Any], checkpoint:
 
 def prepare_run(dataset, out_field: str, source: str, model_type: str, params: Dict[str, Any],
                 checkpoint: Optional[str] = None, prompt_field: Optional[str] = None,
-                overwrite: bool = False) -> bool:
+                overwrite: bool = False, random_weights: bool = False) -> bool:
     """Claim ``out_field`` for this run and declare it (so shards can start in any order).
     Returns True when resuming an identical earlier run."""
-    resume = start_run(dataset, out_field, "masks", run_params(source, model_type, params, checkpoint, prompt_field),
+    resume = start_run(dataset, out_field, "masks",
+                       run_params(source, model_type, params, checkpoint, prompt_field, random_weights),
                        overwrite=overwrite)
     if not dataset.has_field(out_field):
         dataset.add_sample_field(out_field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
@@ -146,6 +149,7 @@ def generate_masks(
     progress: Optional[Callable[[float, str], None]] = None,
     mask_source: Optional[MaskSource] = None,
     num_workers: Optional[int] = None,
+    random_weights: bool = False,
 ) -> Dict[str, Any]:
     """Generate class-agnostic masks for the samples of ``view`` into ``out_field``.
 
@@ -162,6 +166,7 @@ def generate_masks(
         num_workers: CPU sources (superpixels) segment on this many processes; model sources
             decode images on this many loader threads while the model runs (default: all
             cores). Each batch is written with one bulk write.
+        random_weights: allow SAM without a checkpoint (random weights: tests only); recorded.
 
     Returns a summary: ``processed``, ``skipped`` (already done), ``failed`` (list of
     "sample: error"), ``source``. Samples that fail (unreadable image, bad prompts) are
@@ -178,11 +183,24 @@ def generate_masks(
         raise SeplError("box-prompted masks need a prompt field", hint="pass the Detections field holding the boxes")
     if source == "sam_box" and not dataset.has_field(prompt_field):
         raise SeplError(f"the dataset has no field '{prompt_field}'", hint="pick the Detections field holding the boxes")
-    key_params = run_params(source, model_type, params, checkpoint, prompt_field)
+    if mask_source is not None:
+        from ..masks.build import is_random
+
+        random_weights = is_random(mask_source)
+    elif source in ("sam_auto", "sam_box"):  # before anything is stored: no checkpoint is an error, not random SAM
+        from ..masks.checkpoints import sam_weights
+
+        random_weights = sam_weights(model_type, checkpoint, random_weights, download) is None
+    elif source in ("sam2_auto", "samhq_auto"):  # transformers' loader checks its own checkpoint
+        random_weights = bool(random_weights or params.pop("random_weights", False))
+    else:
+        random_weights = False
+    key_params = run_params(source, model_type, params, checkpoint, prompt_field, random_weights)
     if shard is not None and dataset.has_run(run_key(out_field)) and dataset.has_field(out_field):
         resume = start_run(dataset, out_field, "masks", key_params)  # raises unless identical
     else:
-        resume = prepare_run(dataset, out_field, source, model_type, params, checkpoint, prompt_field, overwrite)
+        resume = prepare_run(dataset, out_field, source, model_type, params, checkpoint, prompt_field, overwrite,
+                             random_weights)
     mine = shard_view(view, shard)
     todo = pending_view(mine, out_field, resume)
     total, n_todo = len(mine), len(todo)
@@ -190,7 +208,8 @@ def generate_masks(
     if n_todo == 0:
         return summary
     src = mask_source or make_source(source, model_type, checkpoint, device=device, dtype=dtype,
-                                     image_batch=batch_size, download=download, multimask=multimask, **params)
+                                     image_batch=batch_size, download=download, multimask=multimask,
+                                     random_weights=random_weights, **params)
     summary["source"] = getattr(src, "name", source)
     if not getattr(src, "is_sam", True):
         log.warning("'%s' is filled by %s: these are not SAM masks", out_field, summary["source"])

@@ -316,7 +316,9 @@ class GroundingDinoPy(BoxPrompter):
         with _bert_compat(), contextlib.redirect_stdout(open(os.devnull, "w")):
             model = build_model(args)
         if checkpoint is not None:
-            state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+            from ..safeload import torch_load
+
+            state = torch_load(checkpoint, "Grounding DINO checkpoint")
             state = state.get("model", state)
             state = {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}
             res = model.load_state_dict(state, strict=False)

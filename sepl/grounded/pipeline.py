@@ -210,7 +210,8 @@ class GroundedConfig:
                             hint="download sam_vit_h_4b8939.pth (or the checkpoint of your model type) from "
                                  "https://github.com/facebookresearch/segment-anything#model-checkpoints "
                                  "and pass its path (--sam-checkpoint PATH)")
-        sam = build_sam(self.sam_model, checkpoint=self.sam_checkpoint, device=device)
+        sam = build_sam(self.sam_model, checkpoint=self.sam_checkpoint, device=device,
+                        random_weights=self.random_weights)
         return BoxPromptedSAM(sam, multimask=False)
 
     def build(self, class_names: Sequence[str], device: str = "cpu") -> GroundedSAM:

@@ -75,10 +75,9 @@ class CamFiles:
         path = folder / f"{_stem(row)}.npy"
         if not path.exists():
             raise SeplError(f"no {path.name} in {folder}")
-        try:
-            data = np.load(path, allow_pickle=True)
-        except Exception as e:
-            raise SeplError(f"cannot read {path.name}: {e}", hint="the file is corrupt; recompute it")
+        from ..safeload import load_npy
+
+        data = load_npy(path)  # pickled CAM dicts through a restricted unpickler: no code runs
         label = cam_to_label(data, row_shape(row), self.bg_threshold, self.bg_power)
         check_values(label, self.num_classes, path.name)
         return {self.field: label_doc(label, self.disk_dir, row["id"])}
@@ -116,11 +115,12 @@ class MaskFiles:
         folder = Path(self.folder)
         stem = _stem(row)
         sub, js = folder / stem, folder / f"{stem}.json"
+        h, w = row_shape(row)
         try:
             if sub.is_dir():
-                masks, meta = amgio.read_amg_folder(sub)
+                masks, meta = amgio.read_amg_folder(sub, shape=(h, w))
             elif js.exists():
-                masks, meta = amgio.read_rle_json(js)
+                masks, meta = amgio.read_rle_json(js, shape=(h, w))
             else:
                 raise SeplError(f"neither {stem}/ nor {stem}.json in {folder}")
         except SeplError:
@@ -128,7 +128,6 @@ class MaskFiles:
         except Exception as e:
             raise SeplError(f"cannot read the masks of {stem}: {e}", hint="recompute or re-export them")
         masks = np.asarray(masks, dtype=bool)
-        h, w = row_shape(row)
         if masks.ndim != 3 or masks.shape[1:] != (h, w):
             raise SeplError(f"masks are {masks.shape[-1]}x{masks.shape[-2]} but the image is {w}x{h}",
                             hint="compute the masks on the original image size")

@@ -90,16 +90,28 @@ def sam_from_config(cfg: SamConfig):
     return sam.eval()
 
 
-def build_sam(model_type: str, checkpoint: Optional[str] = None, device: str = "cpu", seed: int = 0):
+NO_CHECKPOINT_HINT = ("pass --checkpoint PATH (or set $SEPL_SAM_CHECKPOINT); without SAM weights use "
+                      "--source superpixels (classical masks, NOT SAM); --random-weights builds random SAM "
+                      "weights, whose masks mean nothing (tests and speed runs only)")
+
+
+def build_sam(model_type: str, checkpoint: Optional[str] = None, device: str = "cpu", seed: int = 0,
+              random_weights: bool = False):
     """A SAM model of ``model_type`` with the weights of ``checkpoint`` (a state dict file).
 
-    Without a checkpoint the weights are random (drawn from ``seed``, so two tiny models
-    built alike are identical). ``device`` may be "auto" (CUDA when available).
-    Raises SeplError for an unknown type, an unreadable checkpoint, or the checkpoint of
-    another model type.
+    Without a checkpoint, ``random_weights=True`` must say that random weights are wanted
+    (drawn from ``seed``, so two tiny models built alike are identical): a SAM with random
+    weights returns meaningless masks, so it is never a silent fallback. The model's
+    ``sepl_random_weights`` attribute says which it is (run records store it).
+    ``device`` may be "auto" (CUDA when available). Raises SeplError for an unknown type,
+    no checkpoint without ``random_weights``, an unreadable checkpoint, or the checkpoint
+    of another model type.
     """
     if model_type not in SAM_CONFIGS:
         raise SeplError(f"unknown SAM model type '{model_type}'", hint=f"use one of {', '.join(MODEL_TYPES)}")
+    if checkpoint is None and not random_weights:
+        raise SeplError(f"no checkpoint for SAM '{model_type}': refusing to run SAM with random weights",
+                        hint=NO_CHECKPOINT_HINT)
     torch = require("torch", "SAM masks")
     from .checkpoints import load_state_dict
     from .runtime import resolve_device
@@ -109,4 +121,12 @@ def build_sam(model_type: str, checkpoint: Optional[str] = None, device: str = "
         sam = sam_from_config(SAM_CONFIGS[model_type])
     if checkpoint is not None:
         load_state_dict(sam, checkpoint, model_type)
+    sam.sepl_random_weights = checkpoint is None
     return sam.to(resolve_device(device))
+
+
+def is_random(model) -> bool:
+    """True for a SAM built with random weights (``build_sam(random_weights=True)``), or a
+    mask source (``.sam``) holding one."""
+    sam = getattr(model, "sam", model)
+    return bool(getattr(sam, "sepl_random_weights", False))

@@ -124,7 +124,7 @@ def resolve_checkpoint(model_type: str, checkpoint: Optional[str] = None, downlo
             return str(path)
     if model_type not in RELEASED:
         if model_type == "tiny":
-            return None  # the tiny test model has no released weights: random ones
+            return None  # the tiny test model has no released weights (build_sam needs random_weights)
         from .build import MODEL_TYPES
 
         raise SeplError(f"unknown SAM model type '{model_type}'", hint=f"use one of {', '.join(MODEL_TYPES)}")
@@ -139,8 +139,28 @@ def resolve_checkpoint(model_type: str, checkpoint: Optional[str] = None, downlo
     raise SeplError(
         f"no SAM {model_type} checkpoint found: {rel.filename} is not in {where}",
         hint=(f"download {rel.url} ({rel.size_bytes / 1e6:.0f} MB, md5 {rel.md5}) into one of those folders, "
-              f"or set {ENV_CHECKPOINT}=/path/to/{rel.filename}, or pass --download where a network exists"),
+              f"or set {ENV_CHECKPOINT}=/path/to/{rel.filename}, or pass --download where a network exists; "
+              "without SAM weights, --source superpixels gives classical (NOT SAM) masks"),
     )
+
+
+def sam_weights(model_type: str, checkpoint: Optional[str] = None, random_weights: bool = False,
+                download_missing: bool = False) -> Optional[str]:
+    """The checkpoint to build SAM ``model_type`` from, or None for random weights, which
+    only ``random_weights=True`` allows. Cheap (no model is built): callers check it before
+    they store anything."""
+    try:
+        path = resolve_checkpoint(model_type, checkpoint, download_missing=download_missing and not random_weights)
+    except SeplError:
+        if not random_weights or checkpoint:
+            raise
+        return None
+    if path is None and not random_weights:
+        from .build import NO_CHECKPOINT_HINT
+
+        raise SeplError(f"no checkpoint for SAM '{model_type}': refusing to run SAM with random weights",
+                        hint=NO_CHECKPOINT_HINT)
+    return path
 
 
 def _detect_type(state: dict) -> Optional[str]:
@@ -158,13 +178,12 @@ def _detect_type(state: dict) -> Optional[str]:
 
 def read_state_dict(path: str) -> dict:
     """The state dict stored at ``path`` (a plain dict of tensors, as SAM releases them)."""
-    torch = require("torch", "SAM masks")
-    try:
-        with open(path, "rb") as f:
-            state = torch.load(f, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated zip, pickle garbage, not a torch file at all
-        raise SeplError(f"cannot read SAM checkpoint '{path}': {type(e).__name__}: {str(e)[:200]}",
-                        hint="the file is corrupt or not a SAM checkpoint; delete it and download it again")
+    require("torch", "SAM masks")
+    from ..safeload import torch_load
+
+    # weights_only: a pickle payload is refused, never run
+    state = torch_load(path, "SAM checkpoint",
+                       hint="the file is corrupt or not a SAM checkpoint; delete it and download it again")
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]  # fine-tuning scripts often wrap the weights
     if not isinstance(state, dict) or not state:

@@ -44,7 +44,7 @@ def test_hf_sources_on_samples_resume_and_bad_image(synth_dataset, tmp_path, sou
     assert det.source == s["source"] and det.predicted_iou is not None and det.stability_score is not None
     # the run records the parameters, random weights included; a rerun resumes
     info = ds.get_run_info("sepl_m").config.serialize()
-    assert info["source"] == source and info["params"]["random_weights"] is True
+    assert info["source"] == source and info["random_weights"] is True
     again = fomasks.generate_masks(ds, "m", source=source, params=params, batch_size=2, device="cpu")
     assert again["processed"] == 0 and again["skipped"] == 3 and len(again["failed"]) == 1
     with pytest.raises(SeplError, match="already exists"):
@@ -108,6 +108,6 @@ def test_generate_masks_operator_offers_sam2(synth_dataset, monkeypatch, tmp_pat
         res = foo.execute_operator("@sepl/sepl/generate_masks", ctx=dict(dataset=ds, params=params))
         res.raise_exceptions()
         assert res.result["processed"] == 2 and res.result["source"].startswith("sam2_auto/")
-        assert ds.get_run_info("sepl_op_masks").config.serialize()["params"]["random_weights"] is True
+        assert ds.get_run_info("sepl_op_masks").config.serialize()["random_weights"] is True
     finally:
         fo.delete_dataset(ds.name)

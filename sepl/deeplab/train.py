@@ -281,15 +281,15 @@ def train(config: TrainConfig, progress: Optional[Progress] = None, verbose: boo
         raise SeplError(f"batch size {config.batch_size} is too small", hint="use 2 or more: batch norm needs it")
     if config.epochs < 1 or (config.iters_per_epoch is not None and config.iters_per_epoch < 1):
         raise SeplError("epochs and iterations per epoch must be at least 1")
-    if not config.resume and not config.random_weights and random_backbone(config.model, config.backbone_weights):
-        raise SeplError(f"no ImageNet backbone weights for {config.model}: refusing to train from a random backbone",
-                        hint="pass --backbone-weights PATH (torchvision's resnet*.pth), put it in the torch hub "
-                             "cache, or pass --random-weights to train from random weights (far lower mIoU)")
     out = _prepare_out_dir(config)
     num_classes, classes = _classes(config)
     device = resolve_device(config.device, "DeepLab training")
     _seed_all(config.seed)
     train_ds, val_ds = build_datasets(config, verbose)
+    if not config.resume and not config.random_weights and random_backbone(config.model, config.backbone_weights):
+        raise SeplError(f"no ImageNet backbone weights for {config.model}: refusing to train from a random backbone",
+                        hint="pass --backbone-weights PATH (torchvision's resnet*.pth), put it in the torch hub "
+                             "cache, or pass --random-weights to train from random weights (far lower mIoU)")
     loader = build_loader(train_ds, config, device)
     iters = len(loader) if config.iters_per_epoch is None else min(len(loader), config.iters_per_epoch)
     total_iters = iters * config.epochs

@@ -142,6 +142,8 @@ class CroppedMasks:
                 out.append(np.ones((bh, bw), bool))
                 continue
             crop = np.asarray(crop)
+            if crop.ndim == 3 and crop.shape[2] == 1:  # (h, w, 1) masks, as OpenCV reads them
+                crop = crop[..., 0]
             if crop.ndim != 2:
                 raise SeplError(f"mask {k} has shape {crop.shape}, not a 2-D crop", sample=name)
             crop = crop.astype(bool, copy=False)

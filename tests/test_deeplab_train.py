@@ -133,7 +133,8 @@ def test_cli_train_on_an_exported_folder_and_predict(synth_dataset, tmp_path, ca
     assert main(["train", "--out", str(tmp_path / "x")]) == 1
     assert "nothing to train on" in capsys.readouterr().err
     # no validation list and no manifest: clear errors
-    assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "y"), "--num-classes", "3"]) == 1
+    assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "y"), "--num-classes", "3",
+                 "--model", "deeplabv3_tiny"]) == 1  # (a ResNet without weights is refused first)
     assert "not a VOC-layout folder" in capsys.readouterr().err
 
 

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import SeplError
-from .losses import hfpl_loss
 from ..safeload import plain
+from .losses import hfpl_loss
 from .net import CAMNet, build_cam_net, load_model_state, net_config
 
 ProgressFn = Callable[[float, str], None]

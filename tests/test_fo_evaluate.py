@@ -76,6 +76,12 @@ def test_method_sepl_through_fiftyone(seg_ds):
     assert np.array_equal(res2.pixel_confusion_matrix, res.pixel_confusion_matrix)
     loaded = seg_ds.load_evaluation_results("viafo")
     assert loaded.miou() == pytest.approx(res.miou())
+    # FiftyOne's mask_targets argument names the classes of a GT field that has none
+    seg_ds.mask_targets = {}
+    seg_ds.save()
+    res3 = fo.evaluate_segmentations(seg_ds, "pred", gt_field="ground_truth", eval_key="viatargets", method="sepl",
+                                     mask_targets=dict(enumerate(CLASSES)))
+    assert list(res3.classes) == CLASSES and res3.miou() == pytest.approx(res.miou())
 
 
 def test_results_match_native_conventions_and_ids(seg_ds):

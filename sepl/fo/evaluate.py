@@ -96,28 +96,30 @@ MIOU_METRIC_URI = "@sepl/sepl/miou"
 class SeplSegmentationEvaluation(SegmentationEvaluation):
     """Confusion-matrix evaluation with per-sample and dataset IoU."""
 
-    _plan = None
-
     def register_run(self, samples, key, overwrite=True, cleanup=True):
         # check the class names before FiftyOne records anything: a refused run leaves nothing
-        self._prepare(samples)
+        # (against the GT field's own targets; mask_targets= only reaches evaluate_samples)
+        cfg = self.config
+        gt_targets = get_mask_targets(samples._dataset, cfg.gt_field)
+        if gt_targets:
+            class_lookup(get_mask_targets(samples._dataset, cfg.pred_field), gt_targets, cfg.pred_field,
+                         cfg.gt_field, getattr(cfg, "match_by", "index"), cfg.ignore_index)
         super().register_run(samples, key, overwrite=overwrite, cleanup=cleanup)
 
     def _prepare(self, samples, mask_targets=None) -> Tuple[List[str], Optional[np.ndarray]]:
-        """(class names of the C GT classes, prediction value -> GT class lookup or None)."""
-        if self._plan is None:
-            cfg = self.config
-            ds = samples._dataset
-            targets = mask_targets or get_mask_targets(ds, cfg.gt_field)
-            num_classes = cfg.num_classes or (max(targets) + 1 if targets else None)
-            if not num_classes:
-                raise SeplError(f"ground-truth field '{cfg.gt_field}' has no mask targets",
-                                hint="set its mask targets or pass num_classes")
-            classes = [targets.get(i, str(i)) for i in range(num_classes)]
-            lut = class_lookup(get_mask_targets(ds, cfg.pred_field), targets, cfg.pred_field, cfg.gt_field,
-                               getattr(cfg, "match_by", "index"), cfg.ignore_index)
-            self._plan = (classes, lut)
-        return self._plan
+        """(class names of the C GT classes, prediction value -> GT class lookup or None);
+        ``mask_targets`` (``fo.evaluate_segmentations``'s argument) replaces the GT field's."""
+        cfg = self.config
+        ds = samples._dataset
+        targets = {int(k): v for k, v in mask_targets.items()} if mask_targets else get_mask_targets(ds, cfg.gt_field)
+        num_classes = cfg.num_classes or (max(targets) + 1 if targets else None)
+        if not num_classes:
+            raise SeplError(f"ground-truth field '{cfg.gt_field}' has no mask targets",
+                            hint="set its mask targets or pass num_classes")
+        classes = [targets.get(i, str(i)) for i in range(num_classes)]
+        lut = class_lookup(get_mask_targets(ds, cfg.pred_field), targets, cfg.pred_field, cfg.gt_field,
+                           getattr(cfg, "match_by", "index"), cfg.ignore_index)
+        return classes, lut
 
     def register_samples(self, samples, eval_key):
         if eval_key is None:

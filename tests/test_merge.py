@@ -475,3 +475,20 @@ def test_value_counts_equal_bincount(values, wide):
 
     flat = np.array(values, np.int64 if wide else np.uint8)
     assert np.array_equal(_value_counts(flat), np.bincount(flat, minlength=1))
+
+
+def test_torch_kernel_paths_match_numpy(rng):
+    """The torch branch of the full-plane kernel (used for CUDA tensors) on CPU tensors gives the
+    numpy kernel's reductions; no CUDA device is needed to exercise its code."""
+    torch = pytest.importorskip("torch")
+    from sepl.merge import _Masks
+
+    masks = random_masks(rng, (20, 70), 9).reshape(9, -1)
+    sets = [rng.random(20 * 70) < 0.3, rng.random(20 * 70) < 0.1]
+    a, t = _Masks(masks, (20, 70)), _Masks(torch.from_numpy(masks))
+    assert t.torch and np.array_equal(a.area(), t.area())
+    assert np.array_equal(a.inters(sets), t.inters(sets))
+    rows = np.array([1, 4, 7])
+    assert np.array_equal(a.union(rows), t.union(rows, within=(0, 0, 5, 5)))
+    pixels = np.flatnonzero(masks[rows].any(0))[:50]
+    assert np.array_equal(a.max_key(rows, np.array([3, 1, 2]), pixels), t.max_key(rows, np.array([3, 1, 2]), pixels))

@@ -562,10 +562,11 @@ def launch_app(ds, port: int = 5151, address: str = "127.0.0.1", wait: bool = Tr
 
     With ``wait`` the call blocks until Ctrl-C; returns the session otherwise.
     """
-    import fiftyone as fo
+    from .fo.app import launch_app as launch_with_plugin
 
     view = ds.load_saved_view(WORST_VIEW) if ds.has_saved_view(WORST_VIEW) else worst_view(ds)
-    session = fo.launch_app(view, remote=True, address=address, port=port)
+    # serves the sepl plugin too: the App server process finds it in FiftyOne's plugins dir
+    session = launch_with_plugin(view, port=port, address=address, say=say)
     say(f"the App serves dataset '{ds.name}', sorted by SEPL per-sample mIoU (worst first), at\n"
         f"  {app_url(ds, port, address)}\n"
         f"(from another machine: ssh -N -L {port}:127.0.0.1:{port} this-host, then open that address)")

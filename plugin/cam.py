@@ -86,7 +86,7 @@ def _train(view, p, progress):
 
 def train_outputs(results):
     outputs = types.Object()
-    outputs.view("summary", types.MarkdownView(label="Result", read_only=True))
+    outputs.str("summary", label="Result", view=types.MarkdownView(read_only=True))
     outputs.str("checkpoint", label="Checkpoint")
     return types.Property(outputs, view=types.View(label="Train CAM network: result"))
 
@@ -152,7 +152,7 @@ def _seeds(view, p, progress):
 
 def seeds_outputs(results):
     outputs = types.Object()
-    outputs.view("summary", types.MarkdownView(label="Result", read_only=True))
+    outputs.str("summary", label="Result", view=types.MarkdownView(read_only=True))
     return types.Property(outputs, view=types.View(label="Generate CAM seeds: result"))
 
 

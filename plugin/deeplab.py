@@ -74,7 +74,7 @@ def _train(view, p, progress):
 
 def deeplab_outputs(results):
     outputs = types.Object()
-    outputs.view("summary", types.MarkdownView(label="Result", read_only=True))
+    outputs.str("summary", label="Result", view=types.MarkdownView(read_only=True))
     return types.Property(outputs, view=types.View(label="Train DeepLab: result"))
 
 

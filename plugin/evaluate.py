@@ -61,7 +61,7 @@ def _evaluate(view, p, progress):
 
 def evaluate_outputs(results):
     outputs = types.Object()
-    outputs.view("summary", types.MarkdownView(label="Result", read_only=True))
+    outputs.str("summary", label="Result", view=types.MarkdownView(read_only=True))
     iou = results.get("class_iou")
     if iou:
         from sepl.fo.panel_data import class_iou_bars

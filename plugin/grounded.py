@@ -143,7 +143,7 @@ def _grounded(view, p, progress):
 
 def grounded_outputs(results):
     outputs = types.Object()
-    outputs.view("summary", types.MarkdownView(label="Result", read_only=True))
+    outputs.str("summary", label="Result", view=types.MarkdownView(read_only=True))
     return types.Property(outputs, view=types.View(label="Grounded-SAM pseudo-labels: result"))
 
 

@@ -135,7 +135,7 @@ def _generate(ctx, view, p, progress):
 
 def masks_outputs(results):
     outputs = types.Object()
-    outputs.view("summary", types.MarkdownView(label="Result", read_only=True))
+    outputs.str("summary", label="Result", view=types.MarkdownView(read_only=True))
     return types.Property(outputs, view=types.View(label="Generate masks: result"))
 
 

@@ -94,7 +94,7 @@ def _summary(results):
 def refine_outputs(results):
     """The result dialog: counts, then (when scored) mIoU before/after and per-class IoU."""
     outputs = types.Object()
-    outputs.view("summary", types.MarkdownView(label="Result", read_only=True))
+    outputs.str("summary", label="Result", view=types.MarkdownView(read_only=True))
     iou = results.get("class_iou")
     if iou:
         from sepl.fo.panel_data import class_iou_bars

@@ -75,7 +75,7 @@ class ShowWorstSamples(foo.Operator):
     def resolve_output(self, ctx):
         outputs = types.Object()
         res = ctx.results or {}
-        outputs.view("summary", types.MarkdownView(label="Result", read_only=True))
+        outputs.str("summary", label="Result", view=types.MarkdownView(read_only=True))
         iou = res.get("class_iou") or {}
         outputs.plot("class_iou_plot", label="Per-class IoU (%)", data=[{
             "type": "bar", "x": list(iou), "y": [100 * v if v is not None else 0 for v in iou.values()]}],

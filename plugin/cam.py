@@ -80,7 +80,7 @@ def _train(view, p, progress):
     model = train_cam(view, p["labels_field"], output_dir=p["output_dir"], progress=progress, **options)
     loss = model.history[-1]["loss"]
     return {"checkpoint": model.checkpoint_path, "final_loss": loss,
-            "summary": f"### Train CAM network finished\n\n- checkpoint: `{model.checkpoint_path}` (use it in "
+            "summary": f"**Train CAM network finished**\n\n- checkpoint: `{model.checkpoint_path}` (use it in "
                        f"Generate CAM seeds)\n- epochs: {len(model.history)}\n- final loss: {loss:.4f}"}
 
 
@@ -143,7 +143,7 @@ def _seeds(view, p, progress):
         threshold=p.get("threshold", 0.26), alpha=p.get("alpha", 8.0),
         overwrite=p.get("overwrite", False), progress=progress,
     )
-    text = (f"### Generate CAM seeds wrote `{p['out_field']}`\n\n- seeds written: **{summary['written']}**\n"
+    text = (f"**Generate CAM seeds wrote `{p['out_field']}`**\n\n- seeds written: **{summary['written']}**\n"
             f"- resumed (already done): **{summary['skipped']}**\n"
             f"- samples without labels (all background): **{summary['unlabelled']}**\n"
             f"- background threshold: {pct(p.get('threshold', 0.26))}% of the normalised CAM")

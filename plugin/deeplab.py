@@ -57,7 +57,7 @@ def _train(view, p, progress):
     )
     best = summary.get("best_miou")
     field = (summary.get("predictions") or {}).get("field")
-    text = (f"### Train DeepLab on `{p['label_field']}` finished\n\n"
+    text = (f"**Train DeepLab on `{p['label_field']}` finished**\n\n"
             f"- best validation mIoU: **{pct(best)}%**\n- best checkpoint: `{summary['best_checkpoint']}`\n"
             f"- metrics log: `{summary['metrics_log']}` (loss.png and miou.png beside it)\n"
             f"- backbone initialisation: {summary['backbone_init']}"

@@ -49,7 +49,7 @@ def _evaluate(view, p, progress):
     mious = {r.key: r.miou() for r in results}
     skipped = sum(len(r.failures) for r in results)
     last = keys[-1]
-    lines = [f"### Evaluation `{last}` of `{p['pred_field']}` against `{p['gt_field']}`", ""]
+    lines = [f"**Evaluation `{last}` of `{p['pred_field']}` against `{p['gt_field']}`**", ""]
     for r in results:
         lines.append(f"- `{r.key}`: dataset mIoU **{pct(r.miou())}%** over {r.num_samples} samples"
                      + (f" ({len(r.failures)} skipped)" if r.failures else ""))
@@ -66,8 +66,9 @@ def evaluate_outputs(results):
     if iou:
         from sepl.fo.panel_data import class_iou_bars
 
-        outputs.plot("class_iou_plot", label="Per-class IoU (%)", data=class_iou_bars(iou),
-                     layout={"barmode": "group", "yaxis": {"range": [0, 100], "title": "IoU (%)"}, "height": 320})
+        outputs.plot("class_iou_plot", height=340, label="Per-class IoU (%)", data=class_iou_bars(iou),
+                     layout={"barmode": "group", "yaxis": {"range": [0, 100], "title": "IoU (%)"}, "height": 320,
+                             "showlegend": True, "legend": {"orientation": "h", "y": 1.12}})
     return types.Property(outputs, view=types.View(label="Evaluate segmentation: result"))
 
 

@@ -131,7 +131,7 @@ def _grounded(view, p, progress):
            "boxes_kept": c.get("kept", 0),
            "boxes_dropped": c.get("unmatched_phrase", 0) + c.get("below_text_threshold", 0),
            "warnings": "\n".join(f"{s}: {w}" for s, w in summary["warnings"][:50])}
-    res["summary"] = (f"### Grounded-SAM pseudo-labels wrote `{p.get('label_field', 'grounded')}`\n\n"
+    res["summary"] = (f"**Grounded-SAM pseudo-labels wrote `{p.get('label_field', 'grounded')}`**\n\n"
                       f"- samples labelled: **{res['processed']}**"
                       + (" (resumed an earlier run)" if res["resumed"] else "") + "\n"
                       f"- left all background (no tags or no box): **{res['all_background']}**\n"

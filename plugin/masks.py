@@ -118,13 +118,13 @@ def _generate(ctx, view, p, progress):
                           common["checkpoint"], common["prompt_field"], overwrite=p.get("overwrite", False))
         # each shard acts on the serialized target view itself
         queued = masks.queue_shards(URI, ctx.dataset, view, dict(p, overwrite=False, view_target="CURRENT_VIEW"), n)
-        return {"queued": queued, "summary": f"### Generate masks queued {len(queued)} delegated operations\n\n"
+        return {"queued": queued, "summary": f"**Generate masks queued {len(queued)} delegated operations**\n\n"
                                               "Run them with `fiftyone delegated launch` (one per worker)."}
     shard = (int(p["shard"]), n) if p.get("shard") is not None else None
     summary = masks.generate_masks(view, device=p.get("device", "auto"), batch_size=p.get("batch_size", 4),
                                    overwrite=p.get("overwrite", False), shard=shard, progress=progress, **common)
     failed = summary["failed"]
-    text = (f"### Generate masks wrote `{p['out_field']}` ({_SOURCES.get(summary['source'], summary['source'])})"
+    text = (f"**Generate masks wrote `{p['out_field']}`** ({_SOURCES.get(summary['source'], summary['source'])})"
             f"\n\n- samples given masks: **{summary['processed']}**\n- resumed (already done): "
             f"**{summary['skipped']}**\n- failed: **{len(failed)}**")
     if failed:

@@ -76,7 +76,7 @@ class SeplPanel(foo.Panel):
 
     def on_show_all(self, ctx):
         ctx.ops.clear_view()
-        ctx.panel.set_state("selection", "")
+        ctx.panel.set_state("selection_text", "")
 
     # -- computing -----------------------------------------------------------------------------
 
@@ -85,7 +85,7 @@ class SeplPanel(foo.Panel):
         pred = ctx.dataset.get_evaluation_info(key).config.pred_field
         fields = [pred] + [f for f in (f"{key}_miou",) if ctx.dataset.has_field(f)]
         ctx.ops.set_active_fields(fields=fields)
-        ctx.panel.set_state("selection", text)
+        ctx.panel.set_state("selection_text", text)
 
     def _refresh(self, ctx):
         problem = library_problem()
@@ -147,7 +147,7 @@ class SeplPanel(foo.Panel):
         state = ctx.panel.state
         problem = state.problem
         if problem:
-            panel.md(f"**The sepl library is not installed**: {problem}. {INSTALL_HINT}", name="problem")
+            panel.md(f"**The sepl library is not installed**: {problem}. {INSTALL_HINT}", name="problem_md")
             return types.Property(panel, view=types.GridView(orientation="vertical"))
         keys = state.keys or []
         panel.btn("refresh", label="Refresh", icon="refresh", on_click=self.on_refresh)
@@ -155,27 +155,29 @@ class SeplPanel(foo.Panel):
             panel.md("No segmentation evaluation on this dataset yet: run **Evaluate segmentation (mIoU)** "
                      "(or `sepl evaluate`), then Refresh.", name="empty")
             return types.Property(panel, view=types.GridView(orientation="vertical"))
-        panel.md(f"#### Dataset mIoU\n{state.miou_text}", name="miou")
-        panel.plot("class_iou", label="Per-class IoU (%): click a bar for its samples", on_click=self.on_click_class,
+        panel.md(f"**Dataset mIoU**: {state.miou_text}", name="miou")
+        panel.plot("class_iou", height=360, label="Per-class IoU (%): click a bar for its samples", on_click=self.on_click_class,
                    layout={"barmode": "group", "height": 320, "yaxis": {"range": [0, 100], "title": "IoU (%)"},
-                           "margin": {"t": 30, "b": 80}, "legend": {"orientation": "h"}})
+                           "margin": {"t": 30, "b": 80}, "showlegend": True,
+                           "legend": {"orientation": "h", "y": 1.12}})
         hist_keys = state.hist_keys or []
         if hist_keys:
             panel.enum("hist_key", hist_keys, default=state.hist_key, label="Per-sample mIoU of",
                        view=types.DropdownView(), on_change=self.on_change_hist_key)
-            panel.plot("histogram", label=f"Per-sample mIoU (%): click a bin for its samples ({state.hist_note})",
+            panel.plot("histogram", height=300, label=f"Per-sample mIoU (%): click a bin for its samples ({state.hist_note})",
                        on_click=self.on_click_bin,
                        layout={"height": 260, "bargap": 0.05, "xaxis": {"range": [0, 100], "title": "mIoU (%)"},
                                "yaxis": {"title": "samples"}, "margin": {"t": 30}})
-        if state.selection:
-            panel.md(f"**Showing**: {state.selection}", name="selection")
+        if state.selection_text:
+            # a property named like a state key would show that value: distinct names
+            panel.md(f"**Showing**: {state.selection_text}", name="selection_md")
             panel.btn("show_all", label="Show all samples", on_click=self.on_show_all)
         runs = state.runs or []
         if runs:
             panel.enum("run", runs, default=state.run, label="SEPL run", view=types.DropdownView(),
                        on_change=self.on_change_run)
         panel.md(state.decisions_md or "", name="decisions")
-        return types.Property(panel, view=types.GridView(orientation="vertical", height=100, width=100))
+        return types.Property(panel, view=types.GridView(orientation="vertical", gap=2))
 
 
 PANELS = [SeplPanel]

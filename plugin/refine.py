@@ -79,7 +79,7 @@ def _summary(results):
     from ._util import pct
 
     out = results["out_field"]
-    text = (f"### Refine with SEPL wrote `{out}`\n\n"
+    text = (f"**Refine with SEPL wrote `{out}`**\n\n"
             f"- samples written: **{results.get('written', 0)}**\n"
             f"- resumed (already done): **{results.get('resumed', 0)}**\n"
             f"- failed: **{results.get('failed', 0)}**")
@@ -99,9 +99,10 @@ def refine_outputs(results):
     if iou:
         from sepl.fo.panel_data import class_iou_bars
 
-        outputs.plot("class_iou_plot", label="Per-class IoU (%)",
+        outputs.plot("class_iou_plot", height=340, label="Per-class IoU (%)",
                      data=class_iou_bars({"before": iou["before"], "after": iou["after"]}),
-                     layout={"barmode": "group", "yaxis": {"range": [0, 100], "title": "IoU (%)"}, "height": 320})
+                     layout={"barmode": "group", "yaxis": {"range": [0, 100], "title": "IoU (%)"}, "height": 320,
+                             "showlegend": True, "legend": {"orientation": "h", "y": 1.12}})
     return types.Property(outputs, view=types.View(label="Refine with SEPL: result"))
 
 

@@ -59,7 +59,7 @@ class ShowWorstSamples(foo.Operator):
         scores = [v for v in view.values(field) if v is not None]
         ids = worst_ids(view, key, by=by, limit=limit or 10 ** 9)
         ranked = worst.values(field)
-        lines = [f"### Worst samples of `{key}` by `{field}`", "",
+        lines = [f"**Worst samples of `{key}` by `{field}`**", "",
                  f"Dataset mIoU of `{pred}`: **{pct(results.miou())}%**; the grid now shows `{pred}` and "
                  f"`{field}`, lowest first ({len(ranked)} samples).", ""]
         lines += [f"{i + 1}. {sid}: {_score_text(v, by)}" for i, (sid, v) in enumerate(zip(ids[:20], ranked[:20]))]
@@ -77,11 +77,11 @@ class ShowWorstSamples(foo.Operator):
         res = ctx.results or {}
         outputs.str("summary", label="Result", view=types.MarkdownView(read_only=True))
         iou = res.get("class_iou") or {}
-        outputs.plot("class_iou_plot", label="Per-class IoU (%)", data=[{
+        outputs.plot("class_iou_plot", height=340, label="Per-class IoU (%)", data=[{
             "type": "bar", "x": list(iou), "y": [100 * v if v is not None else 0 for v in iou.values()]}],
             layout={"yaxis": {"range": [0, 100], "title": "IoU (%)"}, "height": 320})
         field = res.get("field", "score")
-        outputs.plot("hist_plot", label=f"Per-sample {field} (%)", data=[{
+        outputs.plot("hist_plot", height=300, label=f"Per-sample {field} (%)", data=[{
             "type": "histogram", "x": [100 * v for v in res.get("scores", [])], "nbinsx": 20}],
             layout={"height": 280, "xaxis": {"title": f"{field} (%)"}, "yaxis": {"title": "samples"}})
         outputs.list("ids", types.String(), label="Worst samples (file stems)")

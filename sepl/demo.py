@@ -420,9 +420,13 @@ def configure_app(ds) -> None:
 
     from .classes import voc_palette
 
+    from .fo.app import write_score_labels
+
     palette = voc_palette(len(SYNTH_CLASSES))
-    ds.app_config.active_fields = fo.ActiveFields(paths=[SEPL, LABELS, f"{SEEDS}_miou", f"{SEPL}_miou",
-                                                         f"{SEPL}_delta"])
+    # the scores as labelled tags ("SEPL 78.1%"): three bare numbers on a tile say not what they are
+    scores = write_score_labels(ds, {"seeds": (f"{SEEDS}_miou", "pct"), "SEPL": (f"{SEPL}_miou", "pct"),
+                                     "change": (f"{SEPL}_delta", "delta")})
+    ds.app_config.active_fields = fo.ActiveFields(paths=[SEPL, LABELS, scores])
     ds.app_config.color_scheme = fo.ColorScheme(
         color_by="value", opacity=0.6,
         default_mask_targets_colors=[{"intTarget": i, "color": "#%02x%02x%02x" % tuple(int(v) for v in palette[i])}

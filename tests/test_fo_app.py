@@ -211,10 +211,13 @@ def test_demo_app_serves_the_plugin_runs_refine_and_opens_the_panel(tmp_path):
         link = demo.home / "fiftyone" / "__plugins__" / "sepl"
         assert link.is_symlink() and link.resolve() == REPO
 
-        browser = Browser()
+        browser = Browser(height=1200)
         browser.call("Page.navigate", session=True, url=f"http://127.0.0.1:{port}/datasets/{name}?view=worst-samples")
         assert browser.wait_text("6 samples", timeout=180), "the App did not show the dataset"
         time.sleep(3)
+        # the grid tiles name their numbers ("SEPL 77.3%"), not three bare fractions
+        assert browser.wait_text("SEPL ", timeout=60) and re.search(r"SEPL \d+\.\d%", browser.text())
+        _shot(browser, artifacts, "sepl_grid.png")
         browser.click_text("Dismiss")  # the Enterprise teaser covers the grid's corner
         browser.js("document.body.focus()")
         browser.key("`", "Backquote", text="`", key_code=192)

@@ -207,3 +207,14 @@ def plugin_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("FIFTYONE_PLUGINS_DIR", str(d))
     monkeypatch.setattr(fo.config, "plugins_dir", str(d))
     return d
+
+
+def test_score_labels_name_the_numbers(scored):
+    from sepl.fo.app import write_score_labels
+
+    field = write_score_labels(scored, {"seeds": ("seeds_miou", "pct"), "SEPL": ("sepl_miou", "pct"),
+                                        "change": ("sepl_delta", "delta")})
+    for s in scored:
+        labels = [c.label for c in s[field].classifications]
+        assert labels == [f"seeds {100 * s.seeds_miou:.1f}%", f"SEPL {100 * s.sepl_miou:.1f}%",
+                          f"change {100 * s.sepl_delta:+.1f}"]

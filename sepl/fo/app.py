@@ -122,3 +122,31 @@ def launch_app(view, port: int = 5151, address: str = "127.0.0.1", plugins_dir: 
             say(f"warning: the App server on port {port} lists no sepl operator; it may have been started "
                 "earlier by another process: stop it, or use another --port")
     return session
+
+
+def write_score_labels(view, columns, field: str = "scores") -> str:
+    """Per-sample scores as labelled tags for the App's grid: ``field`` becomes an
+    ``fo.Classifications`` whose labels read e.g. "seeds 67.8%", "SEPL 52.9%",
+    "change -14.9" (a bare number on a tile says not what it is).
+
+    Args:
+        columns: ``{name shown: (score field, kind)}`` with kind "pct" (a fraction shown in
+            percent, one decimal) or "delta" (a difference of fractions, shown in points).
+    Returns ``field``.
+    """
+    import fiftyone as fo
+
+    names = list(columns)
+    paths = [columns[n][0] for n in names]
+    values = view.values(paths) if len(paths) > 1 else [view.values(paths[0])]
+    labels = []
+    for row in zip(*values):
+        tags = []
+        for name, v in zip(names, row):
+            if v is None:
+                continue
+            text = f"{100 * v:+.1f}" if columns[name][1] == "delta" else f"{100 * v:.1f}%"
+            tags.append(fo.Classification(label=f"{name} {text}"))
+        labels.append(fo.Classifications(classifications=tags))
+    view.set_values(field, labels)
+    return field

@@ -127,3 +127,41 @@ def test_downloaded_plugin_uses_the_library_it_carries(tmp_path):
     assert "missing_library" not in out["form"]
     # the library runs: the form's missing values are reported, not an import problem
     assert "form has no value for" in out["run"]
+
+
+def test_ensure_plugin_links_the_repository_once(tmp_path, monkeypatch):
+    import fiftyone as fo
+
+    from sepl.fo.app import ensure_plugin, find_plugin_dir
+
+    monkeypatch.delenv("FIFTYONE_PLUGINS_DIR", raising=False)
+    monkeypatch.setattr(fo.config, "plugins_dir", str(tmp_path / "plugins"))
+    other = tmp_path / "plugins" / "sepl"  # someone else's folder of that name is never replaced
+    other.mkdir(parents=True)
+    (other / "fiftyone.yml").write_text("name: '@someone/else'\n")
+    folder = ensure_plugin()
+    assert folder == str(tmp_path / "plugins") and os.environ["FIFTYONE_PLUGINS_DIR"] == folder
+    link = tmp_path / "plugins" / "sepl-2"
+    assert link.is_symlink() and link.resolve() == REPO and (other / "fiftyone.yml").exists()
+    assert find_plugin_dir(folder) == link
+    ensure_plugin()  # found: nothing new
+    assert sorted(p.name for p in (tmp_path / "plugins").iterdir()) == ["sepl", "sepl-2"]
+
+
+def test_ensure_plugin_keeps_a_downloaded_copy(tmp_path, monkeypatch):
+    import fiftyone as fo
+
+    from sepl.fo.app import ensure_plugin
+
+    monkeypatch.delenv("FIFTYONE_PLUGINS_DIR", raising=False)
+    monkeypatch.setattr(fo.config, "plugins_dir", fo.config.plugins_dir)  # restored afterwards
+    plugins = _downloaded_copy(tmp_path, with_library=False)
+    assert ensure_plugin(str(plugins)) == str(plugins)
+    assert [p.name for p in plugins.iterdir()] == ["sepl"] and not (plugins / "sepl").is_symlink()
+
+
+def test_sepl_app_refuses_an_unknown_dataset(capsys):
+    from sepl.cli import main
+
+    assert main(["app", "--dataset", "no-such-dataset-xyz"]) == 1
+    assert "no FiftyOne dataset 'no-such-dataset-xyz'" in capsys.readouterr().err

@@ -86,6 +86,7 @@ class SeplPanel(foo.Panel):
         fields = [pred] + [f for f in (f"{key}_miou",) if ctx.dataset.has_field(f)]
         ctx.ops.set_active_fields(fields=fields)
         ctx.panel.set_state("selection_text", text)
+        self._refresh_decisions(ctx, view)  # of the samples just shown (ctx.view is still the old view)
 
     def _refresh(self, ctx):
         problem = library_problem()
@@ -122,7 +123,7 @@ class SeplPanel(foo.Panel):
             ctx.panel.set_state("hist_note", f"{sum(hist['counts'])} samples scored"
                                 + (f", {hist['missing']} without a score" if hist["missing"] else ""))
 
-    def _refresh_decisions(self, ctx):
+    def _refresh_decisions(self, ctx, view=None):
         if library_problem():
             return
         from sepl.fo.panel_data import decision_summary, decisions_table, refine_runs
@@ -133,10 +134,10 @@ class SeplPanel(foo.Panel):
             ctx.panel.set_state("decisions_md", "No SEPL run with stored mask decisions yet: run "
                                                 "**Refine with SEPL** with *Store per-mask decisions*.")
             return
-        view = ctx.view.exists(info["out_field"])
+        view = (ctx.view if view is None else view).exists(info["out_field"])
         summary = decision_summary(view, info["out_field"], info["decisions_field"], limit=25)
         ctx.panel.set_state("decisions_md", f"Mask decisions of `{info['out_field']}` (`{info['decisions_field']}`) "
-                                            f"on the first {len(summary['rows'])} samples of the current view. "
+                                            f"on {len(summary['rows'])} samples of the current view (at most 25). "
                                             "CAM fallback: the share of the output's foreground that no taken "
                                             "mask covers (the seed was kept).\n\n" + decisions_table(summary))
 

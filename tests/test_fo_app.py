@@ -282,6 +282,22 @@ def test_demo_app_serves_the_plugin_runs_refine_and_opens_the_panel(tmp_path):
         time.sleep(4)
         _shot(browser, artifacts, "sepl_panel_after_click.png")
         assert "Showing" in browser.text()
+        # a histogram bin: the samples whose mIoU lies in it
+        browser.js("document.querySelectorAll('.js-plotly-plot')[1].scrollIntoView()")
+        time.sleep(3)
+        bins = json.loads(browser.js(
+            "JSON.stringify([...document.querySelectorAll('.js-plotly-plot')[1].querySelectorAll('.point path')]"
+            ".map(e => { const r = e.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2, "
+            "r.height]; }))"))
+        x, y, _ = max(bins, key=lambda b: b[2])
+        browser.click_at(x, y)
+        assert browser.wait_text("sepl mIoU in [", timeout=90), browser.text()[-2000:]
+        time.sleep(4)
+        _shot(browser, artifacts, "sepl_panel_histogram_click.png")
+        browser.js("(() => { const t = [...document.querySelectorAll('table')].pop(); if (t) t.scrollIntoView(); })()")
+        time.sleep(2)
+        _shot(browser, artifacts, "sepl_panel_decisions.png")
+        assert "CAM fallback (% fg)" in browser.text()
     finally:
         if browser is not None:
             browser.close()

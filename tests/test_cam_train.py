@@ -251,6 +251,8 @@ def test_operators_train_delegated_and_generate(labelled, tmp_path, monkeypatch)
     res.raise_exceptions()
     assert res.result["written"] == len(labelled)
     assert labelled.count("op_seeds") == len(labelled)
+    # the run records what made the seeds
+    assert labelled.get_run_info("sepl_op_seeds").config.serialize()["checkpoint"] == str(ckpt)
 
 
 def test_cli_folder_mode_train_and_infer(synth_voc, tmp_path, capsys):

@@ -42,6 +42,10 @@ def _evaluate(view, p, progress):
     from sepl.fo.panel_data import iou_table
 
     fields = ([p["baseline_field"]] if p.get("baseline_field") else []) + [p["pred_field"]]
+    if not isinstance(view, fo.Dataset):
+        # freeze the target samples: re-evaluating deletes the old score fields, which the view
+        # may filter or sort by (the demo's worst-samples view does)
+        view = view._dataset.select(view.values("id"), ordered=True)
     results = evaluate(view, fields, p["gt_field"], overwrite=p.get("overwrite", False),
                        strict=not p.get("skip_bad", False), progress=progress)
     keys = [r.key for r in results]
@@ -82,7 +86,8 @@ def _evaluate_form(ctx, inputs) -> bool:
                 view=types.DropdownView())
     gt = ctx.params.get("gt_field") or gt_default
     preds = [s for s in segs if s != gt]
-    inputs.enum("pred_field", preds, required=True, label="Prediction field",
+    pred_default = "sepl" if "sepl" in preds else None
+    inputs.enum("pred_field", preds, default=pred_default, required=True, label="Prediction field",
                 description="e.g. the SEPL output", view=types.DropdownView())
     inputs.enum("baseline_field", preds, required=False, label="Compare with (before)",
                 description="optional: e.g. the seeds; stores <prediction>_delta per sample",

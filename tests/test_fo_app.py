@@ -258,6 +258,26 @@ def test_demo_app_serves_the_plugin_runs_refine_and_opens_the_panel(tmp_path):
         browser.click_text("Done", tags="button")
         time.sleep(1)
 
+        # "Evaluate segmentation (mIoU)" with its defaults (sepl against ground_truth): its dialog
+        browser.js("document.body.focus()")
+        browser.key("`", "Backquote", text="`", key_code=192)
+        assert browser.wait_text("Evaluate segmentation (mIoU)", timeout=30)
+        browser.type("Evaluate segmentation")
+        time.sleep(1)
+        browser.key("Enter", "Enter", text="\r", key_code=13)
+        assert browser.wait_text("Prediction field", timeout=60), browser.text()[:2000]
+        time.sleep(2)
+        assert browser.click_text("Execute", tags="button")
+        if not browser.wait_text("Evaluation sepl of sepl", timeout=300):
+            _shot(browser, artifacts, "sepl_evaluate_failed.png")
+            raise AssertionError(browser.text()[-3000:])
+        time.sleep(2)
+        _shot(browser, artifacts, "sepl_evaluate_result.png")
+        text = re.sub(r"\s+", " ", browser.text())
+        assert re.search(r"sepl: dataset mIoU \d+\.\d% over 6 samples", text), text[-1500:]
+        browser.click_text("Done", tags="button")
+        time.sleep(1)
+
         # the SEPL panel from the grid's "New panel" menu
         browser.js("document.querySelector('[title=\"New panel\"]').click()")
         time.sleep(1)

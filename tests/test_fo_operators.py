@@ -162,6 +162,12 @@ def test_evaluate_in_the_app_shows_miou(plugin, ds):
     assert f"dataset mIoU **{100 * miou:.1f}%**" in results["summary"]
     assert set(results["class_iou"]) == {"seeds", "sepl"}
     assert "class_iou_plot" in outputs["type"]["properties"]
+    # again on a view that filters and sorts by the score fields the rerun replaces
+    worst = ds.exists("sepl_miou").sort_by("sepl_miou")
+    res = _run(ds, "evaluate_segmentation", dict(gt_field="ground_truth", pred_field="sepl"), view=worst,
+               app=True)
+    results, _ = _shown(res)
+    assert results["eval_keys"] == ["sepl"] and len(ds.exists("sepl_miou")) == len(ds)
 
 
 def test_refine_and_evaluate_delegated(plugin, ds):

@@ -1,22 +1,45 @@
 """The sepl FiftyOne plugin: operators and panels, thin wrappers over the ``sepl`` library.
 
-Every module of this folder that defines ``OPERATORS`` (operator classes) and/or ``PANELS``
-is registered; each name must also be listed in ``fiftyone.yml`` or FiftyOne ignores it.
+Each module in ``MODULES`` defines ``OPERATORS`` (operator classes) and/or ``PANELS``; every
+name must also be listed in ``fiftyone.yml`` or FiftyOne ignores it. No module imports the
+library at import time, so all register where it is missing and say what to install.
 """
 
 import importlib
+import importlib.util
+import logging
 import os
-import pkgutil
+import sys
+
+# one module per line, so additions merge cleanly
+MODULES = [
+    "cam",
+    "deeplab",
+    "evaluate",
+    "grounded",
+    "masks",
+    "metrics",
+    "panel",
+    "refine",
+    "runs",
+    "sam3",
+    "worst",
+]
+
+logger = logging.getLogger(__name__)
 
 
-def _modules():
-    here = os.path.dirname(__file__)
-    for info in sorted(pkgutil.iter_modules([here]), key=lambda m: m.name):
-        if not info.name.startswith("_"):
-            yield importlib.import_module(f"{__name__}.{info.name}")
+def _bundled_library():
+    """A plugin downloaded with ``fiftyone plugins download`` carries the library beside
+    it (``<plugin>/sepl``): use that one when no ``sepl`` is installed."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if importlib.util.find_spec("sepl") is None and os.path.isfile(os.path.join(root, "sepl", "__init__.py")):
+        sys.path.append(root)
 
 
 def register(p):
-    for module in _modules():
+    _bundled_library()
+    for name in MODULES:
+        module = importlib.import_module(f"{__name__}.{name}")
         for cls in getattr(module, "OPERATORS", []) + getattr(module, "PANELS", []):
             p.register(cls)

@@ -1,28 +1,54 @@
-"""Form and execution helpers shared by the operators (no algorithm logic here)."""
+"""Form and execution helpers shared by the operators (no algorithm logic here).
+
+Nothing in this module imports the ``sepl`` library at import time: every operator must
+register (and say what to install when run) even where the library or its dependencies
+are missing.
+"""
+
+import functools
 
 import fiftyone.operators.types as types
 
+INSTALL_HINT = ("install the plugin's requirements: `fiftyone plugins requirements @sepl/sepl --install` "
+                "(or `pip install -e .` in the plugin's folder)")
+
+
+@functools.lru_cache(maxsize=1)
+def library_problem():
+    """None when the ``sepl`` library and its core dependencies import, else why not."""
+    try:
+        import sepl.fo  # noqa: F401  (FiftyOne glue: numpy, OpenCV, scikit-image, ...)
+        import sepl.merge  # noqa: F401
+    except ImportError as e:
+        return f"the sepl library cannot be imported ({e})"
+    return None
+
+
+def require_library():
+    """Raise an ImportError saying what to install when the library is missing."""
+    problem = library_problem()
+    if problem:
+        raise ImportError(f"{problem}: {INSTALL_HINT}")
+
+
+def library_warning(inputs) -> bool:
+    """Add a form warning when the library is missing; True when it is."""
+    problem = library_problem()
+    if problem:
+        inputs.view("missing_library", types.Error(label="The sepl library is not installed",
+                                                   description=f"{problem}. {INSTALL_HINT}"))
+    return problem is not None
+
+
+def add_target_input(ctx, inputs, action="Process"):
+    """FiftyOne's own target choice: dataset / current view / selected samples (base view
+    for patches or frames views). ``ctx.target_view()`` resolves it in ``execute``."""
+    return inputs.view_target(ctx, action_description=action)
+
 
 def target_view(ctx):
-    """The view an operator acts on: the selection, else the current view, else the dataset."""
-    target = ctx.params.get("target", "CURRENT_VIEW")
-    if target == "SELECTED_SAMPLES" and ctx.selected:
-        return ctx.view.select(ctx.selected)
-    if target == "DATASET":
-        return ctx.dataset
-    return ctx.view
-
-
-def add_target_input(ctx, inputs):
-    """Radio group to pick dataset / current view / selected samples."""
-    choices = types.RadioGroup()
-    choices.add_choice("DATASET", label="Entire dataset")
-    choices.add_choice("CURRENT_VIEW", label="Current view")
-    default = "CURRENT_VIEW"
-    if ctx.selected:
-        choices.add_choice("SELECTED_SAMPLES", label="Selected samples")
-        default = "SELECTED_SAMPLES"
-    inputs.enum("target", choices.values(), default=default, view=choices, label="Apply to")
+    """The samples the operator acts on (the ``view_target`` choice)."""
+    return ctx.target_view()
 
 
 def field_names(dataset, embedded_doc_type):
@@ -31,24 +57,21 @@ def field_names(dataset, embedded_doc_type):
     return sorted(schema.keys())
 
 
-def progress_trigger(ctx, fraction, label):
-    """Report progress the way FiftyOne expects for immediate and delegated runs."""
-    if ctx.delegated:
-        ctx.set_progress(progress=fraction, label=label)
-        return None
-    return ctx.trigger("set_progress", dict(progress=fraction, label=label))
-
-
 class FormParams(dict):
     """``ctx.params`` whose missing entries raise a message instead of a bare KeyError: a
     form whose prerequisites are missing shows a warning, but can still be executed."""
 
     def __missing__(self, key):
-        from sepl.errors import SeplError
-
-        raise SeplError(f"the operator's form has no value for '{key}'",
-                        hint="open the form in the App and fill it in; a warning there says what the dataset lacks")
+        raise ValueError(f"the operator's form has no value for '{key}': open the form in the App and fill it "
+                         "in; a warning there says what the dataset lacks")
 
 
 def form_params(ctx) -> FormParams:
     return FormParams(ctx.params or {})
+
+
+def pct(value) -> str:
+    """A fraction as the one text convention of the plugin: percent, one decimal."""
+    if value is None or value != value:
+        return "-"
+    return f"{100 * float(value):.1f}"

@@ -4,7 +4,8 @@ import fiftyone as fo
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from ._util import add_target_input, field_names, form_params, target_view
+from ._progress import run_operator
+from ._util import add_target_input, field_names, form_params, library_warning, pct, target_view
 
 ARCHS = ["tiny", "resnet18", "resnet34", "resnet50", "resnet101"]
 
@@ -42,42 +43,54 @@ class TrainCAMNetwork(foo.Operator):
     def config(self):
         return foo.OperatorConfig(
             name="train_cam_network",
-            label="sepl: train CAM network",
+            label="Train CAM network",
             description="Train a CAM classifier (HFPL losses) from image-level labels",
+            icon="model_training",
             dynamic=True,
+            execute_as_generator=True,
             allow_delegated_execution=True,
             allow_immediate_execution=True,
-            default_choice_to_delegated=True,
+            default_choice_to_delegated=True,  # minutes to hours: Schedule is offered first
         )
-
-    def resolve_delegation(self, ctx):
-        return True  # training takes minutes to hours: never block the App
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        add_target_input(ctx, inputs)
+        if library_warning(inputs):
+            return types.Property(inputs)
+        add_target_input(ctx, inputs, action="Train on")
         if _labels_input(ctx, inputs) is not None:
             _train_inputs(ctx, inputs)
         return types.Property(inputs, view=types.View(label="Train CAM network"))
 
     def execute(self, ctx):
-        from sepl.fo.cam import train_cam
-
         p = form_params(ctx)
-        keys = ["arch", "output_stride", "epochs", "batch_size", "lr", "crop_size", "importance_sampling",
-                "feature_similarity", "random_weights"]
-        options = {k: p[k] for k in keys if p.get(k) is not None}
-        if p.get("backbone_weights"):
-            options["backbone_weights"] = p["backbone_weights"]
-        model = train_cam(target_view(ctx), p["labels_field"], output_dir=p["output_dir"],
-                          progress=lambda f, label: ctx.set_progress(progress=f, label=label), **options)
-        return {"checkpoint": model.checkpoint_path, "final_loss": model.history[-1]["loss"]}
+        view = target_view(ctx)
+        return run_operator(ctx, lambda progress: _train(view, p, progress), train_outputs, reload=False)
 
     def resolve_output(self, ctx):
-        outputs = types.Object()
-        outputs.str("checkpoint", label="Checkpoint")
-        outputs.float("final_loss", label="Final loss")
-        return types.Property(outputs)
+        return train_outputs(ctx.results or {})
+
+
+def _train(view, p, progress):
+    from sepl.fo.cam import train_cam
+
+    keys = ["arch", "output_stride", "epochs", "batch_size", "lr", "crop_size", "importance_sampling",
+            "feature_similarity", "random_weights"]
+    options = {k: p[k] for k in keys if p.get(k) is not None}
+    if p.get("backbone_weights"):
+        options["backbone_weights"] = p["backbone_weights"]
+    model = train_cam(view, p["labels_field"], output_dir=p["output_dir"], progress=progress, **options)
+    loss = model.history[-1]["loss"]
+    return {"checkpoint": model.checkpoint_path, "final_loss": loss,
+            "summary": f"**Train CAM network finished**\n\n- checkpoint: `{model.checkpoint_path}` (use it in "
+                       f"Generate CAM seeds)\n- epochs: {len(model.history)}\n- final loss: {loss:.4f}"}
+
+
+def train_outputs(results):
+    outputs = types.Object()
+    outputs.str("summary", label="Result", view=types.MarkdownView(read_only=True))
+    outputs.str("checkpoint", label="Checkpoint")
+    return types.Property(outputs, view=types.View(label="Train CAM network: result"))
 
 
 class GenerateCAMSeeds(foo.Operator):
@@ -85,19 +98,20 @@ class GenerateCAMSeeds(foo.Operator):
     def config(self):
         return foo.OperatorConfig(
             name="generate_cam_seeds",
-            label="sepl: generate CAM seeds",
+            label="Generate CAM seeds",
             description="Seeds (fo.Segmentation) from a trained CAM network and image-level labels",
+            icon="scatter_plot",
             dynamic=True,
+            execute_as_generator=True,
             allow_delegated_execution=True,
             allow_immediate_execution=True,
         )
 
-    def resolve_delegation(self, ctx):
-        return ctx.params.get("delegate", False)
-
     def resolve_input(self, ctx):
         inputs = types.Object()
-        add_target_input(ctx, inputs)
+        if library_warning(inputs):
+            return types.Property(inputs)
+        add_target_input(ctx, inputs, action="Generate seeds for")
         if _labels_input(ctx, inputs) is None:
             return types.Property(inputs)
         inputs.str("checkpoint", required=True, label="CAM checkpoint (checkpoint.pth from training)")
@@ -109,32 +123,39 @@ class GenerateCAMSeeds(foo.Operator):
         inputs.str("scales", default="1.0,0.5,1.5,2.0", label="Scales (comma-separated)")
         inputs.bool("flip", default=True, label="Add horizontal flips")
         inputs.bool("overwrite", default=False, label="Overwrite an existing field")
-        inputs.bool("delegate", default=False, label="Delegate execution")
         return types.Property(inputs, view=types.View(label="Generate CAM seeds"))
 
     def execute(self, ctx):
-        from sepl.fo.cam import generate_seeds
-
         p = form_params(ctx)
-        progress = (lambda f, label: ctx.set_progress(progress=f, label=label)) if ctx.delegated else False
-        summary = generate_seeds(
-            target_view(ctx), p["checkpoint"], p["out_field"], p["labels_field"],
-            heatmap_field=p.get("heatmap_field") or None,
-            scales=[float(s) for s in str(p.get("scales", "1.0")).split(",") if s.strip()],
-            flip=p.get("flip", True), bg_mode=p.get("bg_mode", "threshold"),
-            threshold=p.get("threshold", 0.26), alpha=p.get("alpha", 8.0),
-            overwrite=p.get("overwrite", False), progress=progress,
-        )
-        if not ctx.delegated:
-            ctx.trigger("reload_dataset")
-        return summary
+        view = target_view(ctx)
+        return run_operator(ctx, lambda progress: _seeds(view, p, progress), seeds_outputs)
 
     def resolve_output(self, ctx):
-        outputs = types.Object()
-        outputs.int("written", label="Seeds written")
-        outputs.int("skipped", label="Already done (resumed)")
-        outputs.int("unlabelled", label="Samples without labels (all background)")
-        return types.Property(outputs)
+        return seeds_outputs(ctx.results or {})
+
+
+def _seeds(view, p, progress):
+    from sepl.fo.cam import generate_seeds
+
+    summary = generate_seeds(
+        view, p["checkpoint"], p["out_field"], p["labels_field"],
+        heatmap_field=p.get("heatmap_field") or None,
+        scales=[float(s) for s in str(p.get("scales", "1.0")).split(",") if s.strip()],
+        flip=p.get("flip", True), bg_mode=p.get("bg_mode", "threshold"),
+        threshold=p.get("threshold", 0.26), alpha=p.get("alpha", 8.0),
+        overwrite=p.get("overwrite", False), progress=progress,
+    )
+    text = (f"**Generate CAM seeds wrote `{p['out_field']}`**\n\n- seeds written: **{summary['written']}**\n"
+            f"- resumed (already done): **{summary['skipped']}**\n"
+            f"- samples without labels (all background): **{summary['unlabelled']}**\n"
+            f"- background threshold: {pct(p.get('threshold', 0.26))}% of the normalised CAM")
+    return dict(summary, summary=text)
+
+
+def seeds_outputs(results):
+    outputs = types.Object()
+    outputs.str("summary", label="Result", view=types.MarkdownView(read_only=True))
+    return types.Property(outputs, view=types.View(label="Generate CAM seeds: result"))
 
 
 OPERATORS = [TrainCAMNetwork, GenerateCAMSeeds]

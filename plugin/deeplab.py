@@ -3,7 +3,8 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from ._util import add_target_input, field_names, form_params, target_view
+from ._progress import run_operator
+from ._util import add_target_input, field_names, form_params, library_warning, pct, target_view
 
 MODELS = [("deeplabv3_resnet101", "DeepLabV3 ResNet-101"), ("deeplabv3_resnet50", "DeepLabV3 ResNet-50"),
           ("deeplabv3_tiny", "tiny (tests, CPU demos)")]
@@ -14,66 +15,72 @@ class TrainDeepLab(foo.Operator):
     def config(self):
         return foo.OperatorConfig(
             name="train_deeplab",
-            label="sepl: Train DeepLab",
+            label="Train DeepLab",
             description="Train DeepLabV3 on a label field and write its predictions back",
+            icon="model_training",
             dynamic=True,
+            execute_as_generator=True,
             allow_immediate_execution=True,
             allow_delegated_execution=True,
-            default_choice_to_delegated=True,
+            default_choice_to_delegated=True,  # training is long: Schedule is offered first
         )
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        _train_inputs(ctx, inputs)
+        if not library_warning(inputs):
+            _train_inputs(ctx, inputs)
         return types.Property(inputs, view=types.View(label="Train DeepLab"))
 
-    def resolve_delegation(self, ctx):
-        return ctx.params.get("delegate", True)
-
     def execute(self, ctx):
-        from sepl.fo.deeplab import train_from_view
-
         p = form_params(ctx)
-        tags = [p["train_tag"], p["val_tag"]] if p.get("split") == "TAGS" else None
-
-        def progress(fraction, label):
-            if ctx.delegated:  # an immediate run has no channel for progress until it returns
-                ctx.set_progress(progress=fraction, label=label)
-
-        summary = train_from_view(
-            target_view(ctx), p["label_field"], p["out_dir"],
-            val_fraction=p.get("val_fraction", 0.1), split_tags=tags,
-            predict_field=p.get("predict_field") or None, progress=progress, verbose=False,
-            model=p.get("model", "deeplabv3_resnet101"), epochs=int(p.get("epochs", 30)),
-            batch_size=int(p.get("batch_size", 8)), crop_size=int(p.get("crop_size", 321)),
-            lr=float(p.get("lr", 0.01)), backbone_weights=p.get("backbone_weights") or None,
-            iters_per_epoch=p.get("iters_per_epoch") or None, workers=int(p.get("workers", 4)),
-            resume=bool(p.get("resume", False)), overwrite=bool(p.get("overwrite", False)),
-            random_weights=bool(p.get("random_weights", False)),
-        )
-        if summary.get("predictions") and not ctx.delegated:
-            ctx.trigger("reload_dataset")
-        best = summary.get("best_miou")
-        return {
-            "best_miou": None if best is None else round(100 * best, 2),
-            "checkpoint": summary["best_checkpoint"],
-            "metrics_log": summary["metrics_log"],
-            "backbone": summary["backbone_init"],
-            "predict_field": (summary.get("predictions") or {}).get("field"),
-        }
+        view = target_view(ctx)
+        return run_operator(ctx, lambda progress: _train(view, p, progress), deeplab_outputs,
+                            reload=bool(p.get("predict_field")))
 
     def resolve_output(self, ctx):
-        outputs = types.Object()
-        outputs.float("best_miou", label="Best validation mIoU (%)")
-        outputs.str("checkpoint", label="Best checkpoint")
-        outputs.str("metrics_log", label="Metrics log (loss.png and miou.png beside it)")
-        outputs.str("backbone", label="Backbone initialisation")
-        outputs.str("predict_field", label="Predictions field")
-        return types.Property(outputs, view=types.View(label="DeepLab training finished"))
+        return deeplab_outputs(ctx.results or {})
+
+
+def _train(view, p, progress):
+    from sepl.fo.deeplab import train_from_view
+
+    tags = [p["train_tag"], p["val_tag"]] if p.get("split") == "TAGS" else None
+    summary = train_from_view(
+        view, p["label_field"], p["out_dir"],
+        val_fraction=p.get("val_fraction", 0.1), split_tags=tags,
+        predict_field=p.get("predict_field") or None, progress=progress, verbose=False,
+        model=p.get("model", "deeplabv3_resnet101"), epochs=int(p.get("epochs", 30)),
+        batch_size=int(p.get("batch_size", 8)), crop_size=int(p.get("crop_size", 321)),
+        lr=float(p.get("lr", 0.01)), backbone_weights=p.get("backbone_weights") or None,
+        iters_per_epoch=p.get("iters_per_epoch") or None, workers=int(p.get("workers", 4)),
+        resume=bool(p.get("resume", False)), overwrite=bool(p.get("overwrite", False)),
+        random_weights=bool(p.get("random_weights", False)),
+    )
+    best = summary.get("best_miou")
+    field = (summary.get("predictions") or {}).get("field")
+    text = (f"**Train DeepLab on `{p['label_field']}` finished**\n\n"
+            f"- best validation mIoU: **{pct(best)}%**\n- best checkpoint: `{summary['best_checkpoint']}`\n"
+            f"- metrics log: `{summary['metrics_log']}` (loss.png and miou.png beside it)\n"
+            f"- backbone initialisation: {summary['backbone_init']}"
+            + (f"\n- predictions written to `{field}`" if field else ""))
+    return {
+        "best_miou": best,  # a fraction, like every stored score
+        "checkpoint": summary["best_checkpoint"],
+        "metrics_log": summary["metrics_log"],
+        "backbone": summary["backbone_init"],
+        "predict_field": field,
+        "summary": text,
+    }
+
+
+def deeplab_outputs(results):
+    outputs = types.Object()
+    outputs.str("summary", label="Result", view=types.MarkdownView(read_only=True))
+    return types.Property(outputs, view=types.View(label="Train DeepLab: result"))
 
 
 def _train_inputs(ctx, inputs):
-    add_target_input(ctx, inputs)
+    add_target_input(ctx, inputs, action="Train on")
     import fiftyone as fo
 
     fields = field_names(ctx.dataset, fo.Segmentation)
@@ -117,8 +124,6 @@ def _train_inputs(ctx, inputs):
     inputs.str("predict_field", label="Write predictions to field (optional)")
     inputs.bool("resume", default=False, label="Resume the run in this folder")
     inputs.bool("overwrite", default=False, label="Overwrite an earlier run / predictions field")
-    inputs.bool("delegate", default=True, label="Delegate (run in the background)",
-                description="Training takes long: run it with `fiftyone delegated launch`")
 
 
 OPERATORS = [TrainDeepLab]

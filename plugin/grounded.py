@@ -3,7 +3,8 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from ._util import add_target_input, field_names, form_params, target_view
+from ._progress import run_operator
+from ._util import add_target_input, field_names, form_params, library_warning, target_view
 
 URI = "@sepl/sepl/grounded_sam_pseudo_labels"
 
@@ -74,27 +75,28 @@ class GroundedPseudoLabels(foo.Operator):
     def config(self):
         return foo.OperatorConfig(
             name="grounded_sam_pseudo_labels",
-            label="sepl: Grounded-SAM pseudo-labels",
+            label="Grounded-SAM pseudo-labels",
             description="Image-level labels prompt Grounding DINO; its boxes prompt SAM; masks become a label map",
+            icon="travel_explore",
             dynamic=True,
+            execute_as_generator=True,
             allow_immediate_execution=True,
             allow_delegated_execution=True,
-            default_choice_to_delegated=True,
+            default_choice_to_delegated=True,  # detector + SAM per image: Schedule is offered first
         )
-
-    def resolve_delegation(self, ctx):
-        return ctx.params.get("delegate", True)
 
     def resolve_input(self, ctx):
         import fiftyone as fo
 
         inputs = types.Object()
+        if library_warning(inputs):
+            return types.Property(inputs)
         tag_fields = field_names(ctx.dataset, fo.Classifications)
         if not tag_fields:
             inputs.view("no_tags", types.Error(label="No Classifications field holds image-level labels",
                                                description="add one per sample, e.g. with sepl's image-label tools"))
             return types.Property(inputs)
-        add_target_input(ctx, inputs)
+        add_target_input(ctx, inputs, action="Label")
         inputs.enum("tags_field", tag_fields, required=True, default=tag_fields[0], label="Image-level labels")
         _detector_inputs(ctx, inputs)
         _sam_inputs(ctx, inputs)
@@ -104,41 +106,45 @@ class GroundedPseudoLabels(foo.Operator):
         inputs.bool("overwrite", default=False, label="Overwrite the fields if they exist")
         inputs.enum("device", ["auto", "cuda", "cpu"], default="auto", label="Device")
         inputs.int("batch_size", default=1, label="Images per batch")
-        inputs.bool("delegate", default=True, label="Delegate (run in a worker)")
         return types.Property(inputs, view=types.View(label="Grounded-SAM pseudo-labels"))
 
     def execute(self, ctx):
-        from sepl.fo.grounded import grounded_pseudo_labels
-
         p = form_params(ctx)
-
-        def progress(fraction, label):
-            if ctx.delegated:
-                ctx.set_progress(progress=fraction, label=label)
-
-        summary = grounded_pseudo_labels(
-            target_view(ctx), p["tags_field"], label_field=p.get("label_field", "grounded"),
-            detections_field=p.get("detections_field") or None, config=build_config(p),
-            device=p.get("device", "auto"), batch_size=int(p.get("batch_size", 1)),
-            overwrite=p.get("overwrite", False), progress=progress)
-        if not ctx.delegated:
-            ctx.trigger("reload_dataset")
-        c = summary["counts"]
-        return {"processed": summary["samples"], "resumed": summary["resumed"],
-                "all_background": c.get("empty_tags", 0) + c.get("no_detection", 0),
-                "boxes_kept": c.get("kept", 0),
-                "boxes_dropped": c.get("unmatched_phrase", 0) + c.get("below_text_threshold", 0),
-                "warnings": "\n".join(f"{s}: {w}" for s, w in summary["warnings"][:50])}
+        view = target_view(ctx)
+        return run_operator(ctx, lambda progress: _grounded(view, p, progress), grounded_outputs)
 
     def resolve_output(self, ctx):
-        outputs = types.Object()
-        outputs.int("processed", label="Samples labelled")
-        outputs.bool("resumed", label="Resumed an earlier run")
-        outputs.int("all_background", label="Samples left all background (no tags or no box)")
-        outputs.int("boxes_kept", label="Boxes kept")
-        outputs.int("boxes_dropped", label="Boxes above threshold dropped (phrase not matched)")
-        outputs.str("warnings", label="Warnings (first 50)")
-        return types.Property(outputs)
+        return grounded_outputs(ctx.results or {})
+
+
+def _grounded(view, p, progress):
+    from sepl.fo.grounded import grounded_pseudo_labels
+
+    summary = grounded_pseudo_labels(
+        view, p["tags_field"], label_field=p.get("label_field", "grounded"),
+        detections_field=p.get("detections_field") or None, config=build_config(p),
+        device=p.get("device", "auto"), batch_size=int(p.get("batch_size", 1)),
+        overwrite=p.get("overwrite", False), progress=progress)
+    c = summary["counts"]
+    res = {"processed": summary["samples"], "resumed": summary["resumed"],
+           "all_background": c.get("empty_tags", 0) + c.get("no_detection", 0),
+           "boxes_kept": c.get("kept", 0),
+           "boxes_dropped": c.get("unmatched_phrase", 0) + c.get("below_text_threshold", 0),
+           "warnings": "\n".join(f"{s}: {w}" for s, w in summary["warnings"][:50])}
+    res["summary"] = (f"**Grounded-SAM pseudo-labels wrote `{p.get('label_field', 'grounded')}`**\n\n"
+                      f"- samples labelled: **{res['processed']}**"
+                      + (" (resumed an earlier run)" if res["resumed"] else "") + "\n"
+                      f"- left all background (no tags or no box): **{res['all_background']}**\n"
+                      f"- boxes kept: **{res['boxes_kept']}**; dropped (phrase not matched): "
+                      f"**{res['boxes_dropped']}**"
+                      + (f"\n\n**Warnings** (first 50):\n\n{res['warnings']}" if res["warnings"] else ""))
+    return res
+
+
+def grounded_outputs(results):
+    outputs = types.Object()
+    outputs.str("summary", label="Result", view=types.MarkdownView(read_only=True))
+    return types.Property(outputs, view=types.View(label="Grounded-SAM pseudo-labels: result"))
 
 
 OPERATORS = [GroundedPseudoLabels]

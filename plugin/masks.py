@@ -3,7 +3,8 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from ._util import add_target_input, form_params, target_view
+from ._progress import run_operator
+from ._util import add_target_input, form_params, library_warning, target_view
 
 URI = "@sepl/sepl/generate_masks"
 
@@ -51,22 +52,26 @@ class GenerateMasks(foo.Operator):
     def config(self):
         return foo.OperatorConfig(
             name="generate_masks",
-            label="sepl: Generate masks",
+            label="Generate masks",
             description="Class-agnostic masks (SAM or superpixels) into a Detections field",
+            icon="grid_view",
             dynamic=True,
+            execute_as_generator=True,
             allow_immediate_execution=True,
             allow_delegated_execution=True,
             default_choice_to_delegated=True,
         )
 
     def resolve_delegation(self, ctx):
-        if ctx.params.get("num_shards", 1) > 1 and ctx.params.get("shard") is None:
+        if (ctx.params.get("num_shards") or 1) > 1 and ctx.params.get("shard") is None:
             return False  # the parent only queues the shards
-        return ctx.params.get("delegate", True)
+        return None  # FiftyOne's own choice: Execute or Schedule (delegated by default)
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        add_target_input(ctx, inputs)
+        if library_warning(inputs):
+            return types.Property(inputs)
+        add_target_input(ctx, inputs, action="Generate masks for")
         inputs.enum("source", list(_SOURCES), default="sam_auto", label="Mask source",
                     view=types.RadioGroup(choices=[types.Choice(k, label=v) for k, v in _SOURCES.items()]))
         source = ctx.params.get("source", "sam_auto")
@@ -100,50 +105,55 @@ class GenerateMasks(foo.Operator):
                    required=True, label="Output field")
         inputs.bool("overwrite", default=False, label="Overwrite the field if it exists")
         inputs.int("num_shards", default=1, label="Workers (shards)",
-                   description="split into this many delegated operations, one per `fiftyone delegated launch` worker")
-        inputs.bool("delegate", default=True, label="Delegate (run in a worker)")
+                   description="more than 1: queue this many delegated operations, one per "
+                               "`fiftyone delegated launch` worker")
         return types.Property(inputs, view=types.View(label="Generate masks"))
 
     def execute(self, ctx):
-        from sepl.fo import masks
-
         p = form_params(ctx)
-        source = p.get("source", "sam_auto")
-        if source == "zoo":
-            source = "zoo:" + p["zoo_model"]
-        n = int(p.get("num_shards", 1) or 1)
         view = target_view(ctx)
-        common = dict(out_field=p["out_field"], source=source, model_type=p.get("model_type", "vit_h"),
-                      checkpoint=p.get("checkpoint") or None, params=_params(ctx),
-                      prompt_field=p.get("prompt_field"), random_weights=bool(p.get("random_weights", False)))
-        if n > 1 and p.get("shard") is None:
-            masks.prepare_run(ctx.dataset, common["out_field"], source, common["model_type"], common["params"],
-                              common["checkpoint"], common["prompt_field"], overwrite=p.get("overwrite", False),
-                              random_weights=common["random_weights"])
-            queued = masks.queue_shards(URI, ctx.dataset, view, dict(p, overwrite=False), n)
-            return {"queued": queued}
-        shard = (int(p["shard"]), n) if p.get("shard") is not None else None
-
-        def progress(fraction, label):
-            if ctx.delegated:
-                ctx.set_progress(progress=fraction, label=label)
-
-        summary = masks.generate_masks(view, device=p.get("device", "auto"), batch_size=p.get("batch_size", 4),
-                                       download=bool(p.get("download", False)),
-                                       overwrite=p.get("overwrite", False), shard=shard, progress=progress, **common)
-        if not ctx.delegated:
-            ctx.trigger("reload_dataset")
-        return {"processed": summary["processed"], "skipped": summary["skipped"],
-                "failed": "\n".join(summary["failed"]), "source": summary["source"]}
+        return run_operator(ctx, lambda progress: _generate(ctx, view, p, progress), masks_outputs)
 
     def resolve_output(self, ctx):
-        outputs = types.Object()
-        outputs.int("processed", label="Samples given masks")
-        outputs.int("skipped", label="Samples already done")
-        outputs.str("failed", label="Failures")
-        outputs.str("source", label="Mask source")
-        outputs.list("queued", types.String(), label="Queued shard operations")
-        return types.Property(outputs)
+        return masks_outputs(ctx.results or {})
+
+
+def _generate(ctx, view, p, progress):
+    from sepl.fo import masks
+
+    source = p.get("source", "sam_auto")
+    if source == "zoo":
+        source = "zoo:" + p["zoo_model"]
+    n = int(p.get("num_shards", 1) or 1)
+    common = dict(out_field=p["out_field"], source=source, model_type=p.get("model_type", "vit_h"),
+                  checkpoint=p.get("checkpoint") or None, params=_params(ctx),
+                  prompt_field=p.get("prompt_field"), random_weights=bool(p.get("random_weights", False)))
+    if n > 1 and p.get("shard") is None:
+        masks.prepare_run(ctx.dataset, common["out_field"], source, common["model_type"], common["params"],
+                          common["checkpoint"], common["prompt_field"], overwrite=p.get("overwrite", False),
+                          random_weights=common["random_weights"])
+        # each shard acts on the serialized target view itself
+        queued = masks.queue_shards(URI, ctx.dataset, view, dict(p, overwrite=False, view_target="CURRENT_VIEW"), n)
+        return {"queued": queued, "summary": f"**Generate masks queued {len(queued)} delegated operations**\n\n"
+                                              "Run them with `fiftyone delegated launch` (one per worker)."}
+    shard = (int(p["shard"]), n) if p.get("shard") is not None else None
+    summary = masks.generate_masks(view, device=p.get("device", "auto"), batch_size=p.get("batch_size", 4),
+                                   download=bool(p.get("download", False)),
+                                   overwrite=p.get("overwrite", False), shard=shard, progress=progress, **common)
+    failed = summary["failed"]
+    text = (f"**Generate masks wrote `{p['out_field']}`** ({_SOURCES.get(summary['source'], summary['source'])})"
+            f"\n\n- samples given masks: **{summary['processed']}**\n- resumed (already done): "
+            f"**{summary['skipped']}**\n- failed: **{len(failed)}**")
+    if failed:
+        text += "\n\n**Failures**: " + "; ".join(failed[:20])
+    return {"processed": summary["processed"], "skipped": summary["skipped"], "failed": len(failed),
+            "failures": "\n".join(failed), "source": summary["source"], "summary": text}
+
+
+def masks_outputs(results):
+    outputs = types.Object()
+    outputs.str("summary", label="Result", view=types.MarkdownView(read_only=True))
+    return types.Property(outputs, view=types.View(label="Generate masks: result"))
 
 
 OPERATORS = [GenerateMasks]

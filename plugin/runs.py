@@ -1,11 +1,9 @@
-"""Operators for the runs sepl records (one run per produced field)."""
+"""Operator "Delete a sepl run": the run record of a produced field, and its fields."""
 
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from ._util import form_params
-
-from sepl.fo import runs
+from ._util import form_params, library_warning, require_library
 
 
 class DeleteSeplRun(foo.Operator):
@@ -13,12 +11,16 @@ class DeleteSeplRun(foo.Operator):
     def config(self):
         return foo.OperatorConfig(
             name="delete_sepl_run",
-            label="sepl: delete a run and its fields",
+            label="Delete a sepl run",
+            description="Delete the record of the run that produced a field and, by default, its fields",
+            icon="delete",
             dynamic=True,
         )
 
     def resolve_input(self, ctx):
         inputs = types.Object()
+        if library_warning(inputs):
+            return types.Property(inputs)
         keys = [k for k in ctx.dataset.list_runs() if k.startswith("sepl_")]
         if not keys:
             inputs.view("none", types.Warning(label="This dataset has no sepl runs"))
@@ -31,9 +33,13 @@ class DeleteSeplRun(foo.Operator):
         return types.Property(inputs, view=types.View(label="Delete a sepl run"))
 
     def execute(self, ctx):
+        require_library()
+        from sepl.fo import runs
+
         p = form_params(ctx)
         runs.delete_run(ctx.dataset, p["field"], p.get("delete_fields", True))
         ctx.trigger("reload_dataset")
+        return {"deleted": p["field"]}
 
 
 OPERATORS = [DeleteSeplRun]

@@ -3,7 +3,8 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from ._util import add_target_input, field_names, form_params, target_view
+from ._progress import run_operator
+from ._util import add_target_input, field_names, form_params, library_warning, target_view
 
 URI = "@sepl/sepl/sam3_pseudo_labels"
 
@@ -54,27 +55,28 @@ class Sam3PseudoLabels(foo.Operator):
     def config(self):
         return foo.OperatorConfig(
             name="sam3_pseudo_labels",
-            label="sepl: SAM 3 pseudo-labels",
+            label="SAM 3 pseudo-labels",
             description="Image-level labels prompt SAM 3 as concepts; every instance found becomes part of a label map",
+            icon="auto_awesome",
             dynamic=True,
+            execute_as_generator=True,
             allow_immediate_execution=True,
             allow_delegated_execution=True,
-            default_choice_to_delegated=True,
+            default_choice_to_delegated=True,  # a SAM 3 pass per image: Schedule is offered first
         )
-
-    def resolve_delegation(self, ctx):
-        return ctx.params.get("delegate", True)
 
     def resolve_input(self, ctx):
         import fiftyone as fo
 
         inputs = types.Object()
+        if library_warning(inputs):
+            return types.Property(inputs)
         tag_fields = field_names(ctx.dataset, fo.Classifications)
         if not tag_fields:
             inputs.view("no_tags", types.Error(label="No Classifications field holds image-level labels",
                                                description="add one per sample, e.g. with sepl's image-label tools"))
             return types.Property(inputs)
-        add_target_input(ctx, inputs)
+        add_target_input(ctx, inputs, action="Label")
         inputs.enum("tags_field", tag_fields, required=True, default=tag_fields[0], label="Image-level labels")
         _model_inputs(ctx, inputs)
         _prompt_inputs(ctx, inputs)
@@ -84,41 +86,45 @@ class Sam3PseudoLabels(foo.Operator):
         inputs.bool("overwrite", default=False, label="Overwrite the fields if they exist")
         inputs.enum("device", ["auto", "cuda", "cpu"], default="auto", label="Device")
         inputs.int("batch_size", default=2, label="Images per batch")
-        inputs.bool("delegate", default=True, label="Delegate (run in a worker)")
         return types.Property(inputs, view=types.View(label="SAM 3 pseudo-labels"))
 
     def execute(self, ctx):
-        from sepl.fo.sam3 import sam3_pseudo_labels
-
         p = form_params(ctx)
-
-        def progress(fraction, label):
-            if ctx.delegated:
-                ctx.set_progress(progress=fraction, label=label)
-
-        summary = sam3_pseudo_labels(
-            target_view(ctx), p["tags_field"], label_field=p.get("label_field", "sam3"),
-            detections_field=p.get("detections_field") or None, config=build_config(p),
-            device=p.get("device", "auto"), batch_size=int(p.get("batch_size", 2)),
-            overwrite=p.get("overwrite", False), progress=progress)
-        if not ctx.delegated:
-            ctx.trigger("reload_dataset")
-        c = summary["counts"]
-        return {"processed": summary["samples"], "resumed": summary["resumed"],
-                "all_background": c.get("empty_tags", 0) + c.get("no_instance", 0),
-                "instances_kept": c.get("kept", 0),
-                "failed": "\n".join(summary["failed"]),
-                "warnings": "\n".join(f"{s}: {w}" for s, w in summary["warnings"][:50])}
+        view = target_view(ctx)
+        return run_operator(ctx, lambda progress: _sam3(view, p, progress), sam3_outputs)
 
     def resolve_output(self, ctx):
-        outputs = types.Object()
-        outputs.int("processed", label="Samples labelled")
-        outputs.bool("resumed", label="Resumed an earlier run")
-        outputs.int("all_background", label="Samples left all background (no tags or no instance)")
-        outputs.int("instances_kept", label="Instances kept")
-        outputs.str("failed", label="Samples that failed (rerun retries them)")
-        outputs.str("warnings", label="Warnings (first 50)")
-        return types.Property(outputs)
+        return sam3_outputs(ctx.results or {})
+
+
+def _sam3(view, p, progress):
+    from sepl.fo.sam3 import sam3_pseudo_labels
+
+    summary = sam3_pseudo_labels(
+        view, p["tags_field"], label_field=p.get("label_field", "sam3"),
+        detections_field=p.get("detections_field") or None, config=build_config(p),
+        device=p.get("device", "auto"), batch_size=int(p.get("batch_size", 2)),
+        overwrite=p.get("overwrite", False), progress=progress)
+    c = summary["counts"]
+    res = {"processed": summary["samples"], "resumed": summary["resumed"],
+           "all_background": c.get("empty_tags", 0) + c.get("no_instance", 0),
+           "instances_kept": c.get("kept", 0),
+           "failed": "\n".join(summary["failed"]),
+           "warnings": "\n".join(f"{s}: {w}" for s, w in summary["warnings"][:50])}
+    res["summary"] = (f"**SAM 3 pseudo-labels wrote `{p.get('label_field', 'sam3')}`**\n\n"
+                      f"- samples labelled: **{res['processed']}**"
+                      + (" (resumed an earlier run)" if res["resumed"] else "") + "\n"
+                      f"- left all background (no tags or no instance): **{res['all_background']}**\n"
+                      f"- instances kept: **{res['instances_kept']}**"
+                      + (f"\n\n**Failed** (a rerun retries them):\n\n{res['failed']}" if res["failed"] else "")
+                      + (f"\n\n**Warnings** (first 50):\n\n{res['warnings']}" if res["warnings"] else ""))
+    return res
+
+
+def sam3_outputs(results):
+    outputs = types.Object()
+    outputs.str("summary", label="Result", view=types.MarkdownView(read_only=True))
+    return types.Property(outputs, view=types.View(label="SAM 3 pseudo-labels: result"))
 
 
 OPERATORS = [Sam3PseudoLabels]

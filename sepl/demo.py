@@ -420,9 +420,13 @@ def configure_app(ds) -> None:
 
     from .classes import voc_palette
 
+    from .fo.app import write_score_labels
+
     palette = voc_palette(len(SYNTH_CLASSES))
-    ds.app_config.active_fields = fo.ActiveFields(paths=[SEPL, LABELS, f"{SEEDS}_miou", f"{SEPL}_miou",
-                                                         f"{SEPL}_delta"])
+    # the scores as labelled tags ("SEPL 78.1%"): three bare numbers on a tile say not what they are
+    scores = write_score_labels(ds, {"seeds": (f"{SEEDS}_miou", "pct"), "SEPL": (f"{SEPL}_miou", "pct"),
+                                     "change": (f"{SEPL}_delta", "delta")})
+    ds.app_config.active_fields = fo.ActiveFields(paths=[SEPL, LABELS, scores])
     ds.app_config.color_scheme = fo.ColorScheme(
         color_by="value", opacity=0.6,
         default_mask_targets_colors=[{"intTarget": i, "color": "#%02x%02x%02x" % tuple(int(v) for v in palette[i])}
@@ -562,10 +566,11 @@ def launch_app(ds, port: int = 5151, address: str = "127.0.0.1", wait: bool = Tr
 
     With ``wait`` the call blocks until Ctrl-C; returns the session otherwise.
     """
-    import fiftyone as fo
+    from .fo.app import launch_app as launch_with_plugin
 
     view = ds.load_saved_view(WORST_VIEW) if ds.has_saved_view(WORST_VIEW) else worst_view(ds)
-    session = fo.launch_app(view, remote=True, address=address, port=port)
+    # serves the sepl plugin too: the App server process finds it in FiftyOne's plugins dir
+    session = launch_with_plugin(view, port=port, address=address, say=say)
     say(f"the App serves dataset '{ds.name}', sorted by SEPL per-sample mIoU (worst first), at\n"
         f"  {app_url(ds, port, address)}\n"
         f"(from another machine: ssh -N -L {port}:127.0.0.1:{port} this-host, then open that address)")

@@ -238,7 +238,8 @@ def test_operators_train_delegated_and_generate(labelled, tmp_path, monkeypatch)
     params = dict(target="DATASET", labels_field="labels", arch="tiny", output_stride=8, epochs=1, batch_size=4,
                   lr=0.05, crop_size=48, importance_sampling=True, feature_similarity=False,
                   output_dir=str(tmp_path / "op"))
-    res = foo.execute_operator("@sepl/sepl/train_cam_network", ctx=dict(dataset=labelled, params=params))
+    res = foo.execute_operator("@sepl/sepl/train_cam_network", ctx=dict(dataset=labelled, params=params),
+                               request_delegation=True)  # the App offers Schedule first
     res.raise_exceptions()
     assert res.delegated
     DelegatedOperationService().execute_queued_operations(dataset_name=labelled.name)
@@ -250,6 +251,8 @@ def test_operators_train_delegated_and_generate(labelled, tmp_path, monkeypatch)
     res.raise_exceptions()
     assert res.result["written"] == len(labelled)
     assert labelled.count("op_seeds") == len(labelled)
+    # the run records what made the seeds
+    assert labelled.get_run_info("sepl_op_seeds").config.serialize()["checkpoint"] == str(ckpt)
 
 
 def test_cli_folder_mode_train_and_infer(synth_voc, tmp_path, capsys):

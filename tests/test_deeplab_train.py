@@ -174,18 +174,19 @@ def test_train_deeplab_operator_immediate_and_delegated(synth_dataset, tmp_path,
     params = dict(label_field="ground_truth", out_dir=str(tmp_path / "op"), model="deeplabv3_tiny",
                   epochs=1, iters_per_epoch=1, batch_size=2, crop_size=64, workers=0, val_fraction=0.25,
                   predict_field="op_pred", target="DATASET")
-    res = foo.execute_operator("@sepl/sepl/train_deeplab", ctx=dict(dataset=synth_dataset, view=synth_dataset,
+    res = foo.execute_operator("@sepl/sepl/train_deeplab", ctx=dict(dataset=synth_dataset, view=synth_dataset.view(),
                                                                     params=dict(params, delegate=False)))
     assert res.result["best_miou"] is not None and res.result["predict_field"] == "op_pred"
     assert Path(res.result["checkpoint"]).exists()
     assert synth_dataset.count("op_pred") == len(synth_dataset)
 
-    # delegated (the default): queued, then run by an executor, with progress reported
+    # delegated (Schedule, the App's first choice): queued, then run by an executor, with progress reported
     synth_dataset.persistent = True  # delegated operations need a dataset that outlives the request
     try:
         foo.execute_operator("@sepl/sepl/train_deeplab", ctx=dict(
-            dataset=synth_dataset, view=synth_dataset,
-            params=dict(params, out_dir=str(tmp_path / "op2"), predict_field="op_pred2")))
+            dataset=synth_dataset, view=synth_dataset.view(),
+            params=dict(params, out_dir=str(tmp_path / "op2"), predict_field="op_pred2")),
+            request_delegation=True)  # the App offers Schedule first
         svc = DelegatedOperationService()
         svc.execute_queued_operations(dataset_name=synth_dataset.name)
         ops = svc.list_operations(dataset_name=synth_dataset.name)

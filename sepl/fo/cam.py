@@ -202,11 +202,14 @@ def generate_seeds(
     from ..cam.infer import seed_from_image
     from ..labelio import read_image
 
+    source = model
     model, class_names = _as_source(model)
     index = {n: i for i, n in enumerate(class_names)}
     ds = view._dataset
     params = dict(labels_field=labels_field, scales=[float(s) for s in scales], flip=bool(flip), bg_mode=bg_mode,
                   threshold=float(threshold), alpha=float(alpha), **_model_id(model))
+    if params["checkpoint"] is None and isinstance(source, (str, os.PathLike)):
+        params["checkpoint"] = os.path.abspath(source)  # the run records what made the seeds
     extra = [heatmap_field] if heatmap_field else []
     resumed = start_run(ds, out_field, "cam_seeds", params, overwrite=overwrite, extra_fields=extra)
     todo = pending_view(view, out_field, resumed)

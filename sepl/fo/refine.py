@@ -6,7 +6,8 @@
 - ``sepl_masks`` (``decisions_field``): a copy of the mask ``fo.Detections`` whose
   ``label`` is the class the mask was taken for (or why it was not: ``"rejected"``,
   ``"background"``, ``"no_overlap"``, ``"empty"``), with attributes
-  ``selected``, ``class_id``, ``o_s``, ``o_p``, ``reason`` and ``source_id`` (the id of
+  ``selected``, ``class_id``, ``class_name`` (the class it was tested against, also for
+  a rejected mask), ``o_s``, ``o_p``, ``reason`` and ``source_id`` (the id of
   the mask in the masks field): filter ``selected == True`` in the App to see which masks
   changed which pixels.
 
@@ -71,6 +72,7 @@ def refine_sample(sample, seed_field: str, masks_field: str, config: RefineConfi
         d.label = targets.get(cid, str(cid)) if selected and cid >= 0 else str(rec["reason"][k])
         d["selected"] = selected
         d["class_id"] = cid
+        d["class_name"] = targets.get(cid, str(cid)) if cid >= 0 else None  # a rejected mask names its class
         d["o_s"] = float(rec["o_s"][k])
         d["o_p"] = float(rec["o_p"][k])
         d["reason"] = str(rec["reason"][k])

@@ -9,6 +9,7 @@ class MeanIoU(foo.EvaluationMetric):
         config = foo.EvaluationMetricConfig(
             name="miou",
             label="mIoU",
+            icon="percent",
             description="Mean IoU over the classes that occur, background included, 255 ignored "
                         "(the figure WSSS papers report)",
             eval_types=["segmentation"],

@@ -35,7 +35,7 @@ def test_manifest_metadata_and_names():
     defined = set()
     for path in (REPO / "plugin").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") in ("OperatorConfig", "PanelConfig"):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") in ("OperatorConfig", "PanelConfig", "EvaluationMetricConfig"):
                 for kw in node.keywords:
                     if kw.arg == "name" and isinstance(kw.value, ast.Constant):
                         defined.add(kw.value.value)

@@ -77,6 +77,7 @@ class RefineJob:
             d["label"] = names.get(cid, str(cid)) if selected and cid >= 0 else str(rec["reason"][k])
             d["selected"] = selected
             d["class_id"] = cid
+            d["class_name"] = names.get(cid, str(cid)) if cid >= 0 else None  # a rejected mask names its class
             d["o_s"] = float(rec["o_s"][k])
             d["o_p"] = float(rec["o_p"][k])
             d["reason"] = str(rec["reason"][k])

@@ -27,7 +27,8 @@ import fiftyone as fo
 
 from ..errors import SeplError
 from .convert import get_mask_targets, image_labels, mask_dir_for, sample_name, set_mask_targets, to_segmentation
-from .runs import pending_view, start_run
+from . import runs
+from .runs import start_run
 
 logger = logging.getLogger(__name__)
 
@@ -166,6 +167,7 @@ def _model_id(model) -> Dict[str, Any]:
                 checkpoint=getattr(model, "checkpoint_path", None), classes=list(model.class_names))
 
 
+@runs.recorded
 def generate_seeds(
     view,
     model,
@@ -199,14 +201,22 @@ def generate_seeds(
     from ..cam.infer import seed_from_image
     from ..labelio import read_image
 
+    runs.check_choice("background mode", bg_mode, ("threshold", "power"))
+    runs.check_fraction("threshold", threshold)
+    if not scales or any(float(s) <= 0 for s in scales):
+        raise SeplError(f"scales must be positive, got {list(scales)}", hint="e.g. scales 1.0 0.5 1.5 2.0")
+    if isinstance(model, (str, os.PathLike)):
+        runs.check_file("CAM checkpoint", model)
     model, class_names = _as_source(model)
     index = {n: i for i, n in enumerate(class_names)}
     ds = view._dataset
     params = dict(labels_field=labels_field, scales=[float(s) for s in scales], flip=bool(flip), bg_mode=bg_mode,
                   threshold=float(threshold), alpha=float(alpha), **_model_id(model))
     extra = [heatmap_field] if heatmap_field else []
-    resumed = start_run(ds, out_field, "cam_seeds", params, overwrite=overwrite, extra_fields=extra)
-    todo = pending_view(view, out_field, resumed)
+    run = start_run(ds, out_field, "cam_seeds", params, overwrite=overwrite, extra_fields=extra, view=view,
+                    shared=False)
+    todo = run.pending
+    run.commit()
     folder = mask_dir_for(ds, out_field, mask_dir) if mask_dir else None
     set_mask_targets(ds, out_field, dict(enumerate(class_names)))
     if device is not None and hasattr(model, "to"):

@@ -21,7 +21,8 @@ from ._models import ImageModel
 from ..errors import SeplError
 from .convert import set_mask_targets
 from .export import export_segmentation, read_manifest
-from .runs import pending_view, start_run
+from . import runs
+from .runs import start_run
 
 Progress = Callable[[float, str], None]
 
@@ -60,6 +61,7 @@ class DeepLabModel(ImageModel):
         return [self.predict(a) for a in args]
 
 
+@runs.recorded
 def predict_to_field(
     view,
     checkpoint: str | os.PathLike,
@@ -79,16 +81,18 @@ def predict_to_field(
     """
     if len(view) == 0:
         raise SeplError("the view to predict on is empty", hint="pick a view or dataset that has samples")
+    runs.check_file("DeepLab checkpoint", checkpoint)
     model = DeepLabModel.from_checkpoint(checkpoint, device=device, mode=mode, crop_size=crop_size)
     dataset = view._dataset
     params = dict(checkpoint=str(Path(checkpoint).resolve()), mode=mode, crop_size=crop_size)
-    resume = start_run(dataset, field, "deeplab_predict", params, overwrite=overwrite)
-    todo = pending_view(view, field, resume)
+    run = start_run(dataset, field, "deeplab_predict", params, overwrite=overwrite, view=view, shared=False)
+    todo = run.pending
+    run.commit()
     if len(todo):
         # skip_failures=False: a sample that fails must stop the run with its error, not vanish
         todo.apply_model(model, label_field=field, skip_failures=False, output_dir=output_dir, progress=True)
     set_mask_targets(dataset, field, model.mask_targets)
-    return {"field": field, "predicted": len(todo), "resumed": resume}
+    return {"field": field, "predicted": len(todo), "resumed": run.resumed}
 
 
 def train_from_view(

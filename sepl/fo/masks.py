@@ -22,7 +22,8 @@ from ._models import ImageModel
 from ..errors import SeplError
 from ..masks.base import MaskSet, MaskSource
 from .convert import detection_box_pixels, masks_to_detections, sample_name
-from .runs import pending_view, run_key, start_run
+from . import runs
+from .runs import start_run
 
 log = logging.getLogger(__name__)
 
@@ -127,15 +128,34 @@ def run_params(source: str, model_type: str, params: Dict[str, Any], checkpoint:
 def prepare_run(dataset, out_field: str, source: str, model_type: str, params: Dict[str, Any],
                 checkpoint: Optional[str] = None, prompt_field: Optional[str] = None,
                 overwrite: bool = False) -> bool:
-    """Claim ``out_field`` for this run and declare it (so shards can start in any order).
-    Returns True when resuming an identical earlier run."""
-    resume = start_run(dataset, out_field, "masks", run_params(source, model_type, params, checkpoint, prompt_field),
-                       overwrite=overwrite)
-    if not dataset.has_field(out_field):
-        dataset.add_sample_field(out_field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
-    return resume
+    """Record ``out_field`` for this run and declare it (so shards can start in any order),
+    without computing. Returns True when resuming an identical earlier run."""
+    check_mask_args(source, 1, checkpoint, params)
+    run = start_run(dataset, out_field, "masks", run_params(source, model_type, params, checkpoint, prompt_field),
+                    overwrite=overwrite)
+    try:
+        run.commit()
+        if not dataset.has_field(out_field):
+            dataset.add_sample_field(out_field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
+    finally:
+        run.finish(keep=True)
+    return run.resumed
 
 
+_FRACTIONS = ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "crop_nms_thresh", "crop_overlap_ratio")
+
+
+def check_mask_args(source: str, batch_size: int, checkpoint: Optional[str], params: Dict[str, Any]) -> None:
+    """Refuse bad arguments before anything is created."""
+    runs.check_choice("mask source", source, SOURCES)
+    runs.check_positive("batch size", batch_size)
+    if source != "superpixels":
+        runs.check_file("SAM checkpoint", checkpoint)
+    for k in _FRACTIONS:
+        runs.check_fraction(k, params.get(k))
+
+
+@runs.recorded
 def generate_masks(
     view,
     out_field: str = "sam_masks",
@@ -171,17 +191,16 @@ def generate_masks(
     """
     params = dict(params or {})
     dataset = view._dataset
+    check_mask_args(source, batch_size, checkpoint, params)
     if source == "sam_box" and not prompt_field:
         raise SeplError("box-prompted masks need a prompt field", hint="pass the Detections field holding the boxes")
     if source == "sam_box" and not dataset.has_field(prompt_field):
         raise SeplError(f"the dataset has no field '{prompt_field}'", hint="pick the Detections field holding the boxes")
     key_params = run_params(source, model_type, params, checkpoint, prompt_field)
-    if shard is not None and dataset.has_run(run_key(out_field)) and dataset.has_field(out_field):
-        resume = start_run(dataset, out_field, "masks", key_params)  # raises unless identical
-    else:
-        resume = prepare_run(dataset, out_field, source, model_type, params, checkpoint, prompt_field, overwrite)
     mine = shard_view(view, shard)
-    todo = pending_view(mine, out_field, resume)
+    # shards and concurrent identical runs share the lease; their samples are claimed one batch at a time
+    run = start_run(dataset, out_field, "masks", key_params, overwrite=overwrite, view=mine)
+    todo = run.pending
     total, n_todo = len(mine), len(todo)
     summary: Dict[str, Any] = {"processed": 0, "skipped": total - n_todo, "failed": [], "source": source}
     if n_todo == 0:
@@ -191,9 +210,13 @@ def generate_masks(
     summary["source"] = getattr(src, "name", source)
     if not getattr(src, "is_sam", True):
         log.warning("'%s' is filled by %s: these are not SAM masks", out_field, summary["source"])
+    run.commit()
+    if not dataset.has_field(out_field):
+        dataset.add_sample_field(out_field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
     ids = todo.values("id")
     for start in range(0, len(ids), batch_size):
-        batch = list(dataset.select(ids[start:start + batch_size], ordered=True))
+        chunk = run.claim(ids[start:start + batch_size])
+        batch = list(dataset.select(chunk, ordered=True)) if chunk else []
         images, ok = [], []
         for s in batch:
             try:

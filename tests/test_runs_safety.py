@@ -68,8 +68,6 @@ def refine(view, out="sepl", **kw):
 
 
 def test_overwrite_on_view_replaces_only_the_view(voc_ds):
-    from sepl.fo.runs import run_history
-
     ds = voc_ds
     assert refine(ds) == 8
     before = docs(ds)
@@ -84,6 +82,8 @@ def test_overwrite_on_view_replaces_only_the_view(voc_ds):
             assert doc["sepl"]["mask"] == before[sid]["sepl"]["mask"]
         else:  # untouched
             assert doc == before[sid]
+    from sepl.fo.runs import run_history
+
     history = run_history(ds, "sepl")
     assert [h["samples"] for h in history] == [8, 3]
     assert history[0]["view"] == "dataset" and "Limit" in history[1]["view"]
@@ -103,12 +103,12 @@ def test_partial_overwrite_with_other_parameters_is_refused(voc_ds):
 
 
 def test_overwrite_of_the_whole_field_with_other_parameters_replaces_record(voc_ds):
-    from sepl.fo.runs import run_history, run_key
-
     ds = voc_ds
     refine(ds)
     assert refine(ds, mode="official", overwrite=True) == 8
-    assert ds.get_run_info(run_key("sepl")).config.serialize()["mode"] == "official"
+    assert ds.get_run_info("sepl_sepl").config.serialize()["mode"] == "official"
+    from sepl.fo.runs import run_history
+
     # the history starts again with the new parameters: no run of the old ones is listed
     assert [h["samples"] for h in run_history(ds, "sepl")] == [8]
 
@@ -237,8 +237,6 @@ def _computed(flags: Path, tag: str):
 
 
 def test_concurrent_run_with_other_parameters_is_refused(voc_ds, tmp_path):
-    from sepl.fo.runs import run_history, run_key
-
     ds = voc_ds
     ds.persistent = True
     flags = tmp_path / "flags"
@@ -257,13 +255,13 @@ def test_concurrent_run_with_other_parameters_is_refused(voc_ds, tmp_path):
     assert _computed(flags, "b") == []
     ds.reload()
     assert len(ds.exists("cc")) == 8
-    assert ds.get_run_info(run_key("cc")).config.serialize()["mode"] == "paper"
+    assert ds.get_run_info("sepl_cc").config.serialize()["mode"] == "paper"
+    from sepl.fo.runs import run_history
+
     assert [h["samples"] for h in run_history(ds, "cc")] == [8]
 
 
 def test_concurrent_identical_runs_compute_each_sample_once(voc_ds, tmp_path):
-    from sepl.fo.runs import run_history
-
     ds = voc_ds
     ds.persistent = True
     flags = tmp_path / "flags"
@@ -281,6 +279,8 @@ def test_concurrent_identical_runs_compute_each_sample_once(voc_ds, tmp_path):
     assert ca and cb  # and both took part
     ds.reload()
     assert len(ds.exists("cc")) == 8 and len(ds.exists("cc_masks")) == 8
+    from sepl.fo.runs import run_history
+
     history = run_history(ds, "cc")
     assert sorted(h["samples"] for h in history) == sorted([len(ca), len(cb)])
     assert sorted(h["joined"] for h in history) == [False, True]
@@ -319,15 +319,13 @@ def test_killed_run_lease_expires(voc_ds, tmp_path, monkeypatch):
     (dict(chunk_size=0), "chunk_size must be an integer >= 1"),
 ])
 def test_refine_bad_arguments_create_nothing(voc_ds, kw, message):
-    from sepl.fo.runs import run_key
-
     ds = voc_ds
     before = snapshot(ds)
     with pytest.raises(SeplError) as e:
         refine(ds, "out", **kw)
     assert message in str(e.value)
     assert snapshot(ds) == before
-    assert not ds.has_field("out") and not ds.has_run(run_key("out"))
+    assert not ds.has_field("out") and not ds.has_run("sepl_out")
     assert refine(ds, "out") == 8  # the corrected rerun needs no overwrite
 
 
@@ -345,12 +343,11 @@ def test_masks_bad_checkpoint_or_arguments_create_nothing(synth_dataset, tmp_pat
     import torch
 
     from sepl.fo.masks import generate_masks
-    from sepl.fo.runs import run_key
 
     ds = synth_dataset
     kw = dict(source="sam_auto", model_type="tiny", params={"points_per_side": 4})
     if case == "missing":
-        kw["checkpoint"], message = str(tmp_path / "nope.pth"), "not found"
+        kw["checkpoint"], message = str(tmp_path / "nope.pth"), "does not exist"
     elif case == "corrupt":
         (tmp_path / "bad.pth").write_bytes(b"not a checkpoint at all")
         kw["checkpoint"], message = str(tmp_path / "bad.pth"), "cannot read SAM checkpoint"
@@ -366,7 +363,7 @@ def test_masks_bad_checkpoint_or_arguments_create_nothing(synth_dataset, tmp_pat
         generate_masks(ds, "m", **kw)
     assert message in str(e.value)
     assert snapshot(ds) == before
-    assert not ds.has_field("m") and not ds.has_run(run_key("m"))
+    assert not ds.has_field("m") and not ds.has_run("sepl_m")
 
 
 def test_masks_corrected_rerun_after_failure_needs_no_overwrite(synth_dataset, tmp_path):

@@ -124,7 +124,7 @@ def check_file(name: str, path: Optional[str]) -> None:
     if path is None:
         return
     if not os.path.isfile(os.fspath(path)):
-        raise SeplError(f"{name} not found: {path}", hint=f"pass the path of an existing {name} file")
+        raise SeplError(f"{name} '{path}' does not exist", hint=f"pass the path of an existing {name} file")
 
 
 # ---------------------------------------------------------------------------------------

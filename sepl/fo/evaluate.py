@@ -165,14 +165,19 @@ class SeplSegmentationResults(SegmentationResults):
 
 def _read_masks(view, field: str) -> List[Optional[np.ndarray]]:
     """Label maps of ``field`` for every sample of ``view`` in order (None when absent),
-    read in one query: in-database masks come back decoded, ``mask_path`` ones are read."""
+    read in one query as the stored documents (``sepl.labels.raw``: no label objects built);
+    ``mask_path`` ones are read from disk."""
+    from ..labels.raw import decode_array
     from ..labelio import read_label
 
-    masks, paths = view.values([f"{field}.mask", f"{field}.mask_path"])
     out = []
-    for m, p in zip(masks, paths):
-        if m is None and p is not None:
-            m = read_label(p)
+    for doc in view.values(field, _raw=True):
+        m = None
+        if doc is not None:
+            if doc.get("mask") is not None:
+                m = decode_array(doc["mask"])
+            elif doc.get("mask_path"):
+                m = read_label(doc["mask_path"])
         if m is not None and m.ndim == 3:
             m = m[..., 0]
         out.append(m)
@@ -180,77 +185,79 @@ def _read_masks(view, field: str) -> List[Optional[np.ndarray]]:
 
 
 def evaluate_arrays(view, pred_field: str, gt_field: str, num_classes: int,
-                    ignore_index: int = IGNORE_INDEX, progress: Progress = None):
+                    ignore_index: int = IGNORE_INDEX, progress: Progress = None, num_workers: Optional[int] = None):
     """Score ``pred_field`` against ``gt_field`` on every sample of ``view``.
+
+    Both fields are read per chunk as stored documents and scored on ``num_workers``
+    processes (default: all cores; the figures do not depend on it).
 
     Returns (the dataset ``sepl.metrics.ConfusionMatrix``, {sample id: (mIoU, {class:
     IoU})}, [(sample name, error), ...]). A sample with a missing label, masks of different
     sizes or values outside 0..C-1 (255 allowed) is skipped and listed.
     """
-    import os
-
+    from ..labels.pool import RowPool, resolve_workers
+    from ..labels.rows import row_name
+    from ..labels.scoring import ScorePair
     from ..metrics import ConfusionMatrix
+    from ._fill import read_rows
 
-    ids, filepaths = view.values(["id", "filepath"])
+    ids = view.values("id")
     total = ConfusionMatrix(num_classes=num_classes, ignore_index=ignore_index)
     per_sample: Dict[str, Tuple[float, Dict[int, float]]] = {}
     failures = []
-    for start in range(0, len(ids), _CHUNK):
-        chunk = ids[start:start + _CHUNK]
-        cv = view.select(chunk, ordered=True)
-        gts, preds = _read_masks(cv, gt_field), _read_masks(cv, pred_field)
-        for j, (sid, gt, pred) in enumerate(zip(chunk, gts, preds)):
-            name = f"{os.path.basename(filepaths[start + j])} ({sid})"
-            problem = _check_pair(gt, pred, gt_field, pred_field, num_classes, ignore_index)
-            if problem is None:
+    job = ScorePair(pred_field, gt_field, num_classes, ignore_index)
+    workers = min(resolve_workers(num_workers), max(1, len(ids) // 32))
+    with RowPool(workers) as pool:
+        for start in range(0, len(ids), _CHUNK):
+            rows = read_rows(view, ids[start:start + _CHUNK], [gt_field, pred_field])
+            for row, (status, value) in zip(rows, pool.submit(job, rows).result()):
+                if status != "ok":
+                    failures.append((row_name(row), value[0]))
+                    continue
                 cm = ConfusionMatrix(num_classes=num_classes, ignore_index=ignore_index)
-                try:
-                    cm.update(pred, gt)
-                except SeplError as e:  # GT values outside the classes
-                    problem = f"'{gt_field}': {e.message}"
-            if problem:
-                failures.append((name, problem))
-                continue
-            total.merge(cm)
-            iou = cm.iou()
-            per_sample[sid] = (cm.present_miou(), {int(c): float(iou[c]) for c in np.flatnonzero(~np.isnan(iou))})
-        if callable(progress):
-            done = min(start + _CHUNK, len(ids))
-            progress(done / max(len(ids), 1), f"evaluate {pred_field}: {done}/{len(ids)}")
+                cm._m += value
+                total.merge(cm)
+                iou = cm.iou()
+                per_sample[row["id"]] = (cm.present_miou(),
+                                         {int(c): float(iou[c]) for c in np.flatnonzero(~np.isnan(iou))})
+            if callable(progress):
+                done = min(start + _CHUNK, len(ids))
+                progress(done / max(len(ids), 1), f"evaluate {pred_field}: {done}/{len(ids)}")
     return total, per_sample, failures
 
 
 def _check_pair(gt, pred, gt_field, pred_field, num_classes, ignore_index) -> Optional[str]:
-    if gt is None:
-        return f"no ground truth in '{gt_field}'"
-    if pred is None:
-        return f"no prediction in '{pred_field}'"
-    if gt.shape != pred.shape:
-        return (f"'{pred_field}' is {pred.shape[1]}x{pred.shape[0]} but '{gt_field}' is "
-                f"{gt.shape[1]}x{gt.shape[0]} (masks are never resized: recompute the prediction)")
-    if pred.size and int(pred.max()) >= num_classes:  # rare: then find which values (no sort)
-        counts = np.bincount(pred.ravel().astype(np.int64))
-        bad = [int(v) for v in np.flatnonzero(counts) if v >= num_classes and v != ignore_index]
-        if bad:
-            return f"'{pred_field}' holds classes {bad[:10]} not in the {num_classes} mask targets"
-    return None
+    from ..labels.scoring import check_pair
+
+    return check_pair(gt, pred, gt_field, pred_field, num_classes, ignore_index)
 
 
 def _store_per_sample(samples, eval_key, cfg, per_sample, classes) -> None:
+    """Per-sample fields in bulk through ``sepl.fo._fill.BulkWriter`` (one bulk write per
+    chunk; in-memory samples get the values without FiftyOne's per-sample reload)."""
+    from ._fill import DEFAULT_CHUNK, BulkWriter
+
     ds = samples._dataset
     if not per_sample:
         return
     ids = list(per_sample)
     miou = {i: (None if np.isnan(per_sample[i][0]) else per_sample[i][0]) for i in ids}
-    ds.set_values(f"{eval_key}_miou", miou, key_field="id")
-    if cfg.per_class_fields:
-        ds.set_values(f"{eval_key}_class_iou",
-                      {i: {classes[c]: v for c, v in per_sample[i][1].items()} for i in ids}, key_field="id")
+    before = {}
     if cfg.baseline_key:
         before = dict(zip(*ds.select(ids).values(["id", f"{cfg.baseline_key}_miou"])))
-        delta = {i: (miou[i] - before[i] if miou[i] is not None and before.get(i) is not None else None)
-                 for i in ids}
-        ds.set_values(f"{eval_key}_delta", delta, key_field="id")
+    writer = BulkWriter(ds)
+    step = 8 * DEFAULT_CHUNK  # small documents: larger chunks
+    for start in range(0, len(ids), step):
+        updates = {}
+        for i in ids[start:start + step]:
+            u = {f"{eval_key}_miou": miou[i]}
+            if cfg.per_class_fields:
+                u[f"{eval_key}_class_iou"] = {classes[c]: v for c, v in per_sample[i][1].items()}
+            if cfg.baseline_key:
+                b = before.get(i)
+                u[f"{eval_key}_delta"] = miou[i] - b if miou[i] is not None and b is not None else None
+            updates[i] = u
+        writer.write(updates)
 
 
 def evaluate(

@@ -21,7 +21,10 @@ import fiftyone as fo
 from ._models import ImageModel
 from ..errors import SeplError
 from ..masks.base import MaskSet, MaskSource
-from .convert import detection_box_pixels, masks_to_detections, sample_name
+from ..labels.masksets import GenerateRow, load_row_image, mask_set_doc
+from ..labels.pool import resolve_workers
+from ..labels.rows import row_name
+from ._fill import BulkWriter, fill_rows, read_rows
 from . import runs
 from .runs import start_run
 
@@ -62,42 +65,22 @@ def make_source(source: str = "sam_auto", model_type: str = "vit_h", checkpoint:
 
 
 def to_detections(ms: MaskSet, label: str = "mask", labels: Optional[Sequence[str]] = None) -> fo.Detections:
-    """``fo.Detections`` for a MaskSet (per-detection area, predicted IoU, stability, source)."""
-    attrs: Dict[str, Any] = {
-        "area": ms.area.astype(int).tolist(),
-        "predicted_iou": [None if np.isnan(v) else float(v) for v in ms.predicted_iou],
-        "stability_score": [None if np.isnan(v) else float(v) for v in ms.stability_score],
-        "source": [ms.source] * len(ms),
-    }
-    if "level" in ms.fields:
-        attrs["level"] = ms["level"].astype(int).tolist()
-    scores = None if np.isnan(ms.predicted_iou).all() else np.nan_to_num(ms.predicted_iou)
-    dets = masks_to_detections(ms.masks, label=label, scores=scores, attributes=attrs)
-    if labels is not None:
-        for d, name in zip(dets.detections, labels):
-            d.label = name
-    return dets
+    """``fo.Detections`` for a MaskSet (per-detection area, predicted IoU, stability, source):
+    the document the bulk path stores (``sepl.labels.masksets.mask_set_doc``), as labels."""
+    return fo.Detections._from_son(mask_set_doc(ms, label, labels))
 
 
-def _load_image(sample) -> np.ndarray:
-    from ..labelio import read_image
+def _prompt_boxes(row, field: str, hw: Tuple[int, int]) -> Tuple[np.ndarray, List[str]]:
+    from ..labels.raw import box_pixels
 
-    try:
-        return read_image(sample.filepath)
-    except SeplError as e:
-        raise SeplError(e.message, hint=e.hint or "fix or remove the image", sample=sample_name(sample))
-    except Exception as e:
-        raise SeplError(f"cannot read image: {e}", hint="fix or remove the image", sample=sample_name(sample))
-
-
-def _prompt_boxes(sample, field: str, hw: Tuple[int, int]) -> Tuple[np.ndarray, List[str]]:
-    dets = sample[field] if sample.has_field(field) else None
-    if dets is not None and not isinstance(dets, fo.Detections):
-        raise SeplError(f"prompt field '{field}' is a {type(dets).__name__}, not Detections",
-                        hint="pick a Detections field of boxes", sample=sample_name(sample))
-    items = [] if dets is None else dets.detections
-    boxes = np.array([detection_box_pixels(d, *hw) for d in items], np.float32).reshape(-1, 4)
-    return boxes, [d.label for d in items]
+    dets = row["fields"].get(field)
+    if dets is not None and dets.get("_cls") != "Detections":
+        raise SeplError(f"prompt field '{field}' is a {dets.get('_cls')}, not Detections",
+                        hint="pick a Detections field of boxes")
+    items = [] if dets is None else dets.get("detections") or []
+    boxes = np.array([box_pixels(d.get("bounding_box") or (0, 0, 0, 0), *hw) for d in items],
+                     np.float32).reshape(-1, 4)
+    return boxes, [d.get("label") for d in items]
 
 
 def shard_view(view, shard: Optional[Tuple[int, int]]):
@@ -173,6 +156,7 @@ def generate_masks(
     shard: Optional[Tuple[int, int]] = None,
     progress: Optional[Callable[[float, str], None]] = None,
     mask_source: Optional[MaskSource] = None,
+    num_workers: Optional[int] = None,
 ) -> Dict[str, Any]:
     """Generate class-agnostic masks for the samples of ``view`` into ``out_field``.
 
@@ -184,6 +168,9 @@ def generate_masks(
         shard: ``(i, n)``: only this worker's fixed share of the view.
         progress: called with (fraction, message) after each batch.
         mask_source: an already-built source (skips building one from the arguments).
+        num_workers: CPU sources (superpixels) segment on this many processes; model sources
+            decode images on this many loader threads while the model runs (default: all
+            cores). Each batch is written with one bulk write.
 
     Returns a summary: ``processed``, ``skipped`` (already done), ``failed`` (list of
     "sample: error"), ``source``. Samples that fail (unreadable image, bad prompts) are
@@ -210,43 +197,89 @@ def generate_masks(
     summary["source"] = getattr(src, "name", source)
     if not getattr(src, "is_sam", True):
         log.warning("'%s' is filled by %s: these are not SAM masks", out_field, summary["source"])
-    run.commit()
+    run.commit()  # the source is built: from here on the field changes
     if not dataset.has_field(out_field):
         dataset.add_sample_field(out_field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
-    ids = todo.values("id")
-    for start in range(0, len(ids), batch_size):
-        chunk = run.claim(ids[start:start + batch_size])
-        batch = list(dataset.select(chunk, ordered=True)) if chunk else []
-        images, ok = [], []
-        for s in batch:
-            try:
-                images.append(_load_image(s))
-                ok.append(s)
-            except SeplError as e:
-                summary["failed"].append(str(e))
-                log.error("%s", e)
-        if ok:
-            for s, dets in zip(ok, _run_batch(src, source, ok, images, prompt_field, summary)):
-                if dets is None:
-                    continue
-                s[out_field] = dets
-                s.save()
-                summary["processed"] += 1
-        if progress is not None:
-            done = min(start + batch_size, len(ids))
-            progress(done / len(ids), f"masks for {done}/{len(ids)} samples")
+    if num_workers is not None and num_workers != 1 and source == "superpixels":
+        _generate_on_cores(todo, out_field, src, summary, progress, num_workers, claim=run.claim)
+    else:
+        _generate_batches(todo, out_field, src, source, prompt_field, batch_size, summary, progress,
+                          loader_threads=resolve_workers(num_workers), claim=run.claim)
     return summary
 
 
-def _run_batch(src, source, samples, images, prompt_field, summary) -> List[Optional[fo.Detections]]:
+def _generate_on_cores(todo, out_field, src, summary, progress, num_workers, claim=None) -> None:
+    """CPU sources (superpixels): decode + segment each image on ``num_workers`` processes."""
+    done, failures = fill_rows(todo, [], GenerateRow(src, out_field), progress, what="masks",
+                               num_workers=num_workers, claim=claim)
+    summary["processed"] += done
+    for name, msg in failures:
+        summary["failed"].append(f"{name}: {msg}")
+        log.error("%s: %s", name, msg)
+
+
+def _generate_batches(todo, out_field, src, source, prompt_field, batch_size, summary, progress,
+                      loader_threads: int = 2, claim=None) -> None:
+    """Model sources: the next batch's rows are read and its images decoded by loader threads
+    while the model runs on this one; each batch is stored with one bulk write. ``claim``:
+    see ``fill_rows`` (only the ids it returns are computed)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    dataset = todo._dataset
+    ids = todo.values("id")
+    fields = [prompt_field] if source == "sam_box" else []
+    writer = BulkWriter(dataset)
+    with ThreadPoolExecutor(max(1, loader_threads)) as decode, ThreadPoolExecutor(1) as prefetch:
+        def load(start):
+            chunk = ids[start:start + batch_size] if claim is None else claim(ids[start:start + batch_size])
+            if not chunk:
+                return [], []
+            rows = read_rows(todo, chunk, fields)
+            return rows, list(decode.map(_try_image, rows))
+
+        starts = list(range(0, len(ids), batch_size))
+        nxt = prefetch.submit(load, starts[0]) if starts else None
+        for k, start in enumerate(starts):
+            rows, images = nxt.result()
+            if k + 1 < len(starts):
+                nxt = prefetch.submit(load, starts[k + 1])
+            ok_rows, ok_images = [], []
+            for row, im in zip(rows, images):
+                if isinstance(im, SeplError):
+                    msg = str(SeplError(im.message, hint=im.hint, sample=row_name(row)))
+                    summary["failed"].append(msg)
+                    log.error("%s", msg)
+                else:
+                    ok_rows.append(row)
+                    ok_images.append(im)
+            if ok_rows:
+                docs = _run_batch(src, source, ok_rows, ok_images, prompt_field, summary)
+                updates = {r["id"]: {out_field: d} for r, d in zip(ok_rows, docs) if d is not None}
+                names = {r["id"]: row_name(r) for r in ok_rows}
+                for name, msg in writer.write(updates, names):
+                    summary["failed"].append(f"{name}: {msg}")
+                summary["processed"] += len(updates)
+            if progress is not None:
+                done = min(start + batch_size, len(ids))
+                progress(done / len(ids), f"masks for {done}/{len(ids)} samples")
+
+
+def _try_image(row):
+    try:
+        return load_row_image(row)
+    except SeplError as e:
+        return e
+
+
+def _run_batch(src, source, rows, images, prompt_field, summary) -> List[Optional[dict]]:
     if source == "sam_box":
         boxes, names = [], []
-        out: List[Optional[fo.Detections]] = [None] * len(samples)
-        for s, im in zip(samples, images):
+        out: List[Optional[dict]] = [None] * len(rows)
+        for r, im in zip(rows, images):
             try:
-                b, n = _prompt_boxes(s, prompt_field, im.shape[:2])
+                b, n = _prompt_boxes(r, prompt_field, im.shape[:2])
             except SeplError as e:
-                summary["failed"].append(str(e))
+                summary["failed"].append(str(SeplError(e.message, hint=e.hint, sample=row_name(r))))
                 b, n = None, None
             boxes.append(b)
             names.append(n)
@@ -254,23 +287,23 @@ def _run_batch(src, source, samples, images, prompt_field, summary) -> List[Opti
         results = src.predict_batch([images[k] for k in keep], [boxes[k] for k in keep])
         for k, (masks, scores) in zip(keep, results):
             ms = MaskSet(masks, source="sam_box", predicted_iou=scores)
-            out[k] = to_detections(ms, labels=names[k])
+            out[k] = mask_set_doc(ms, labels=names[k])
         return out
     try:
         sets = src.generate_batch(images)
     except SeplError as e:
-        if len(samples) == 1:
-            raise SeplError(e.message, hint=e.hint, sample=sample_name(samples[0]))
+        if len(rows) == 1:
+            raise SeplError(e.message, hint=e.hint, sample=row_name(rows[0]))
         # find the culprit: one at a time, so the others still get their masks
-        return [_one(src, s, im, summary) for s, im in zip(samples, images)]
-    return [to_detections(ms) for ms in sets]
+        return [_one(src, r, im, summary) for r, im in zip(rows, images)]
+    return [mask_set_doc(ms) for ms in sets]
 
 
-def _one(src, sample, image, summary) -> Optional[fo.Detections]:
+def _one(src, row, image, summary) -> Optional[dict]:
     try:
-        return to_detections(src.generate(image))
+        return mask_set_doc(src.generate(image))
     except SeplError as e:
-        summary["failed"].append(str(SeplError(e.message, hint=e.hint, sample=sample_name(sample))))
+        summary["failed"].append(str(SeplError(e.message, hint=e.hint, sample=row_name(row))))
         return None
 
 

@@ -2,9 +2,13 @@
 
 Rows are independent (one sample each), so a chunk is split into contiguous parts, one per
 worker, and the parts' results are concatenated in order: the output of ``map_rows`` is the
-same list for any ``num_workers``. Workers are spawned (not forked: the parent holds
-database clients and threads), and only import the module of the function they run, so the
-functions given here must live in modules that do not import FiftyOne.
+same list for any ``num_workers``.
+
+Workers are forked where the platform can (Linux): a user's script needs no
+``if __name__ == "__main__"`` guard and workers start in milliseconds with numpy loaded.
+They only run array code on the rows they are sent (never the parent's database client or
+model), with one thread each. Elsewhere they are spawned, and import only the module of the
+function they run: keep those functions in modules that do not import FiftyOne.
 """
 
 from __future__ import annotations
@@ -84,7 +88,8 @@ class RowPool:
         if self._pool is None:
             import multiprocessing
 
-            self._pool = ProcessPoolExecutor(self.num_workers, mp_context=multiprocessing.get_context("spawn"),
+            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+            self._pool = ProcessPoolExecutor(self.num_workers, mp_context=multiprocessing.get_context(method),
                                              initializer=_init_worker)
         n = min(self.num_workers, len(rows))
         step = -(-len(rows) // n)

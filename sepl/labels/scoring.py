@@ -1,0 +1,75 @@
+"""One sample of ``sepl.fo.evaluate`` on rows: decode both label maps, check, count.
+
+``ScorePair(...)(row)`` returns the sample's (C, C+1) count matrix (see
+``sepl.metrics.ConfusionMatrix``), or raises SeplError naming the problem; a picklable job,
+so evaluation runs on all cores with the same counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+from ..classes import IGNORE_INDEX
+from ..errors import SeplError
+from . import raw
+
+
+def stored_map(doc: Optional[dict]) -> Optional[np.ndarray]:
+    """The label map of a stored ``fo.Segmentation`` document, None when there is none."""
+    if doc is None:
+        return None
+    if doc.get("mask") is not None:
+        m = raw.decode_array(doc["mask"])
+    elif doc.get("mask_path"):
+        from ..labelio import read_label
+
+        m = read_label(doc["mask_path"])
+    else:
+        return None
+    return m[..., 0] if m.ndim == 3 else m
+
+
+def check_pair(gt, pred, gt_field: str, pred_field: str, num_classes: int,
+               ignore_index: int = IGNORE_INDEX) -> Optional[str]:
+    """Why a (GT, prediction) pair cannot be scored, or None."""
+    if gt is None:
+        return f"no ground truth in '{gt_field}'"
+    if pred is None:
+        return f"no prediction in '{pred_field}'"
+    if gt.shape != pred.shape:
+        return (f"'{pred_field}' is {pred.shape[1]}x{pred.shape[0]} but '{gt_field}' is "
+                f"{gt.shape[1]}x{gt.shape[0]} (masks are never resized: recompute the prediction)")
+    if pred.size and int(pred.max()) >= num_classes:  # rare: then find which values (no sort)
+        counts = np.bincount(pred.ravel().astype(np.int64))
+        bad = [int(v) for v in np.flatnonzero(counts) if v >= num_classes and v != ignore_index]
+        if bad:
+            return f"'{pred_field}' holds classes {bad[:10]} not in the {num_classes} mask targets"
+    return None
+
+
+@dataclass(frozen=True)
+class ScorePair:
+    """Counts of ``pred_field`` against ``gt_field`` for one row."""
+
+    pred_field: str
+    gt_field: str
+    num_classes: int
+    ignore_index: int = IGNORE_INDEX
+
+    def __call__(self, row: Dict[str, Any]) -> np.ndarray:
+        from ..metrics import ConfusionMatrix
+
+        gt = stored_map(row["fields"].get(self.gt_field))
+        pred = stored_map(row["fields"].get(self.pred_field))
+        problem = check_pair(gt, pred, self.gt_field, self.pred_field, self.num_classes, self.ignore_index)
+        if problem:
+            raise SeplError(problem)
+        cm = ConfusionMatrix(num_classes=self.num_classes, ignore_index=self.ignore_index)
+        try:
+            cm.update(pred, gt)
+        except SeplError as e:  # GT values outside the classes
+            raise SeplError(f"'{self.gt_field}': {e.message}")
+        return cm._m

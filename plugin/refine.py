@@ -43,7 +43,7 @@ class RefineWithSepl(foo.Operator):
             view, p["seed_field"], p["masks_field"], p["out_field"], mode=p.get("mode", "paper"),
             os_thresh=p.get("os_thresh", 0.5), op_thresh=p.get("op_thresh", 0.85),
             keep_ignore=p.get("keep_ignore", False), store_decisions=p.get("store_decisions", True),
-            overwrite=p.get("overwrite", False), progress=progress))
+            overwrite=p.get("overwrite", False), num_workers=p.get("num_workers") or None, progress=progress))
         if not ctx.delegated:
             yield ctx.trigger("reload_dataset")
         return {"written": done}
@@ -76,6 +76,7 @@ def _refine_form(ctx, inputs) -> bool:
         inputs.view("exists", types.Notice(
             label=f"'{out}' exists: an identical earlier run resumes; otherwise tick overwrite"))
     inputs.bool("overwrite", default=False, label="Overwrite an existing output field")
+    inputs.int("num_workers", default=0, label="Merge processes", description="0: all cores (same result for any)")
     return True
 
 

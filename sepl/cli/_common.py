@@ -22,3 +22,9 @@ def add_dataset_args(parser: argparse.ArgumentParser) -> None:
     """``--dataset NAME`` (and an optional saved ``--view``) for commands that act on FiftyOne."""
     parser.add_argument("--dataset", required=True, help="name of the FiftyOne dataset")
     parser.add_argument("--view", default=None, help="name of a saved view of the dataset to restrict to")
+
+
+def add_workers_arg(parser: argparse.ArgumentParser, what: str = "processes") -> None:
+    """``--workers N``: CPU processes for the step (default 0 = all cores, ``os.cpu_count()``)."""
+    parser.add_argument("--workers", type=int, default=0,
+                        help=f"{what} (default 0: all cores); results do not depend on it")

@@ -46,6 +46,8 @@ def register(subparsers):
     p.add_argument("--mask-dir", help="root folder for on-disk label maps (default: FiftyOne's dataset dir)")
     p.add_argument("--view", help="seeds/cams/masks: a saved view to restrict to")
     p.add_argument("--overwrite", action="store_true", help="replace a field made otherwise")
+    p.add_argument("--workers", type=int, default=0,
+                   help="seeds/cams/masks: decoding processes (default 0: all cores)")
     p.set_defaults(func=run)
     return p
 
@@ -91,12 +93,14 @@ def run(args) -> int:
     view = ds.load_saved_view(args.view) if args.view else ds
     if args.kind == "seeds":
         n = importers.import_seeds(view, args.folder, field=args.field or "seeds", classes=classes,
-                                   storage=args.storage, mask_dir=args.mask_dir, overwrite=args.overwrite)
+                                   storage=args.storage, mask_dir=args.mask_dir, overwrite=args.overwrite,
+                                   num_workers=args.workers)
     elif args.kind == "cams":
         n = importers.import_cams(view, args.folder, field=args.field or "seeds", bg_threshold=args.bg_threshold,
                                   bg_power=args.bg_power, classes=classes, storage=args.storage,
-                                  mask_dir=args.mask_dir, overwrite=args.overwrite)
+                                  mask_dir=args.mask_dir, overwrite=args.overwrite, num_workers=args.workers)
     else:
-        n = importers.import_masks(view, args.folder, field=args.field or "sam_masks", overwrite=args.overwrite)
+        n = importers.import_masks(view, args.folder, field=args.field or "sam_masks", overwrite=args.overwrite,
+                                   num_workers=args.workers)
     print(f"dataset '{ds.name}': {n} samples written")
     return 0

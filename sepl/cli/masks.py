@@ -48,6 +48,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--prompt-field", default=None, help="--source sam_box: the Detections field with the boxes")
     p.add_argument("--multimask", action="store_true", help="--source sam_box: best of SAM's 3 masks per box")
     p.add_argument("--shard", default=None, help="I/N: process only shard I of N (0-based)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="dataset: superpixel processes, or image-decoding threads for SAM (default 0: all cores)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing field made otherwise")
     g = p.add_argument_group("SAM automatic mask parameters (SamAutomaticMaskGenerator's)")
     g.add_argument("--points-per-side", type=int, default=32)
@@ -103,7 +105,7 @@ def run(args) -> int:
         view, out_field=args.out_field, source=args.source, model_type=args.model_type,
         checkpoint=args.checkpoint, params=_params(args), prompt_field=args.prompt_field, device=args.device,
         dtype=args.dtype, batch_size=args.batch_size, download=args.download, multimask=args.multimask,
-        overwrite=args.overwrite, shard=_shard(args.shard))
+        overwrite=args.overwrite, shard=_shard(args.shard), num_workers=args.workers)
     print(f"{summary['processed']} samples given masks ({summary['source']}), "
           f"{summary['skipped']} already done, {len(summary['failed'])} failed")
     for line in summary["failed"]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import add_command, add_dataset_args
+from ._common import add_command, add_dataset_args, add_workers_arg
 
 
 def register(subparsers):
@@ -31,6 +31,7 @@ def register(subparsers):
     p.add_argument("--storage", choices=["db", "disk"], help="label maps in the database or as PNGs")
     p.add_argument("--mask-dir", help="root folder for on-disk label maps")
     p.add_argument("--overwrite", action="store_true", help="replace an output field made otherwise")
+    add_workers_arg(p, "merge processes")
     p.set_defaults(func=run)
     return p
 
@@ -52,6 +53,7 @@ def run(args) -> int:
     view = load_view(args)
     n = refine(view, args.seeds, args.masks, args.out, mode=args.mode, os_thresh=args.os_thresh,
                op_thresh=args.op_thresh, keep_ignore=args.keep_ignore, store_decisions=not args.no_decisions,
-               storage=args.storage, mask_dir=args.mask_dir, overwrite=args.overwrite)
+               storage=args.storage, mask_dir=args.mask_dir, overwrite=args.overwrite,
+               num_workers=args.workers)
     print(f"'{args.out}' written on {n} samples")
     return 0

@@ -290,7 +290,8 @@ def _report(progress: Progress, n: int, total: int, what: str) -> None:
 
 def fill_field(view, field: str, compute: Callable, progress: Progress = None, what: str = "samples",
                every: int = 25, fields: Optional[Sequence[str]] = None, chunk_size: Optional[int] = None,
-               mask_dir: Optional[str] = None, claim: Optional[Claim] = None) -> Tuple[int, Failures]:
+               mask_dir: Optional[str] = None, load: Optional[Callable] = None,
+               loader_threads: Optional[int] = None, claim: Optional[Claim] = None) -> Tuple[int, Failures]:
     """Set ``sample[field] = compute(sample)`` on every sample of ``view``, chunk by chunk.
 
     ``compute`` returns the value to store (or a dict ``{field: value}`` to set several),
@@ -298,36 +299,63 @@ def fill_field(view, field: str, compute: Callable, progress: Progress = None, w
     reported. Samples are read-only views holding only ``fields`` (plus the default fields:
     id, filepath, metadata, ...) when given, else every field. ``progress(fraction, label)``
     is called after each chunk (``every`` is kept for callers; chunks set the pace).
-    ``claim``: as in ``fill_rows``.
+
+    ``load(sample)`` (e.g. decode the image), when given, runs on ``loader_threads`` threads
+    (default: all cores) for the whole chunk while ``compute(sample, loaded)`` works through
+    it in order (a model on the GPU or on all cores). ``claim``: as in ``fill_rows``.
 
     Returns (number of samples written, [(sample name, error message), ...]).
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     ids = view.values("id")
     total = len(ids)
     size = max(1, int(chunk_size or DEFAULT_CHUNK))
     writer = BulkWriter(view._dataset, mask_dir)
     done, failures = 0, []
-    for start in range(0, total, size):
-        chunk = ids[start:start + size] if claim is None else claim(ids[start:start + size])
-        if not chunk:
-            _report(progress, min(start + size, total), total, what)
-            continue
-        cv = view.select(chunk, ordered=True)
-        if fields is not None:
-            cv = cv.select_fields(list(fields))
-        updates, names = {}, {}
-        for sample in cv.iter_samples():
-            try:
-                value = compute(sample)
-            except SeplError as e:
-                failures.append((sample_name(sample), _message(e)))
+    loader = ThreadPoolExecutor(resolve_workers(loader_threads)) if load is not None else None
+
+    def loaded(sample):
+        try:
+            return None, load(sample)
+        except SeplError as e:
+            return e, None
+        except (OSError, ValueError) as e:  # unreadable file: that sample fails, not the run
+            return SeplError(f"cannot read input: {e}", hint="fix or remove the file"), None
+
+    try:
+        for start in range(0, total, size):
+            chunk = ids[start:start + size] if claim is None else claim(ids[start:start + size])
+            if not chunk:
+                _report(progress, min(start + size, total), total, what)
                 continue
-            updates[sample.id] = dict(value) if isinstance(value, dict) else {field: value}
-            names[sample.id] = sample_name(sample)
-        bad = writer.write(updates, names)
-        failures.extend(bad)
-        done += len(updates) - len(bad)
-        _report(progress, min(start + size, total), total, what)
+            cv = view.select(chunk, ordered=True)
+            if fields is not None:
+                cv = cv.select_fields(list(fields))
+            samples = list(cv.iter_samples())
+            inputs = [loader.submit(loaded, s) for s in samples] if loader is not None else None
+            updates, names = {}, {}
+            for k, sample in enumerate(samples):
+                try:
+                    if inputs is None:
+                        value = compute(sample)
+                    else:
+                        err, data = inputs[k].result()
+                        if err is not None:
+                            raise err
+                        value = compute(sample, data)
+                except SeplError as e:
+                    failures.append((sample_name(sample), _message(e)))
+                    continue
+                updates[sample.id] = dict(value) if isinstance(value, dict) else {field: value}
+                names[sample.id] = sample_name(sample)
+            bad = writer.write(updates, names)
+            failures.extend(bad)
+            done += len(updates) - len(bad)
+            _report(progress, min(start + size, total), total, what)
+    finally:
+        if loader is not None:
+            loader.shutdown(wait=True, cancel_futures=True)
     return done, failures
 
 

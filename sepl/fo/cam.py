@@ -26,7 +26,8 @@ import numpy as np
 import fiftyone as fo
 
 from ..errors import SeplError
-from .convert import get_mask_targets, image_labels, mask_dir_for, sample_name, set_mask_targets, to_segmentation
+from .convert import get_mask_targets, image_labels, mask_dir_for, set_mask_targets, to_segmentation
+from ._fill import fill_field, raise_failures
 from . import runs
 from .runs import start_run
 
@@ -197,6 +198,8 @@ def generate_seeds(
         overwrite: replace existing fields; otherwise a rerun with the same settings resumes.
     Returns:
         {"written": n, "skipped": already done, "unlabelled": samples with empty labels}.
+        Samples with labels the model does not know are named in a SeplError raised after
+        the others were stored.
     """
     from ..cam.infer import seed_from_image
     from ..labelio import read_image
@@ -213,31 +216,35 @@ def generate_seeds(
     params = dict(labels_field=labels_field, scales=[float(s) for s in scales], flip=bool(flip), bg_mode=bg_mode,
                   threshold=float(threshold), alpha=float(alpha), **_model_id(model))
     extra = [heatmap_field] if heatmap_field else []
-    run = start_run(ds, out_field, "cam_seeds", params, overwrite=overwrite, extra_fields=extra, view=view,
-                    shared=False)
+    run = start_run(ds, out_field, "cam_seeds", params, overwrite=overwrite, extra_fields=extra, view=view)
     todo = run.pending
-    run.commit()
     folder = mask_dir_for(ds, out_field, mask_dir) if mask_dir else None
     set_mask_targets(ds, out_field, dict(enumerate(class_names)))
     if device is not None and hasattr(model, "to"):
         model.to(device)
-    n_total, written, unlabelled = len(todo), 0, 0
-    for k, sample in enumerate(todo.iter_samples(progress=progress is True, autosave=True)):
+    n_total = len(todo)
+    unlabelled = 0
+
+    def compute(sample, image):
+        nonlocal unlabelled
         names = [n for n in image_labels(sample, labels_field) if n != "background"]
         unknown = [n for n in names if n not in index]
         if unknown:
             raise SeplError(f"labels {unknown} are not classes of the model {class_names[1:]}",
-                            sample=sample_name(sample),
                             hint="fix the labels, or train a model on these classes")
-        unlabelled += not names
-        image = read_image(sample.filepath)
         seed, heat = seed_from_image(model, image, [index[n] for n in names], scales, flip, bg_mode,
                                      threshold, alpha, device)
+        unlabelled += not names
         path = str(folder / f"{sample.id}.png") if folder is not None else None
-        sample[out_field] = to_segmentation(seed, path)
+        out = {out_field: to_segmentation(seed, path)}
         if heatmap_field:
-            sample[heatmap_field] = fo.Heatmap(map=heat, range=[0, 1])
-        written += 1
-        if callable(progress):
-            progress((k + 1) / max(1, n_total), f"{k + 1}/{n_total} seeds")
+            out[heatmap_field] = fo.Heatmap(map=heat, range=[0, 1])
+        return out
+
+    # only the labels field is read; loader threads decode the chunk's images while the model
+    # runs; each chunk is stored with one bulk write
+    written, failures = fill_field(todo, out_field, compute, progress if callable(progress) else None,
+                                   what="seeds", fields=[labels_field], load=lambda s: read_image(s.filepath),
+                                   claim=run.claim)
+    raise_failures(failures, out_field, written)
     return dict(written=written, skipped=len(view) - n_total, unlabelled=unlabelled)

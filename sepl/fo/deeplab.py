@@ -77,7 +77,8 @@ def predict_to_field(
     Rerunning with the same parameters resumes (only samples still without ``field`` are
     predicted); an existing field made otherwise is kept unless ``overwrite``. The field's
     mask targets are set to the checkpoint's classes. ``output_dir`` stores the masks as
-    PNGs there instead of in the database.
+    PNGs there instead of in the database. Samples that cannot be predicted (unreadable
+    image) are named in a SeplError raised after the others were stored.
     """
     if len(view) == 0:
         raise SeplError("the view to predict on is empty", hint="pick a view or dataset that has samples")
@@ -85,14 +86,23 @@ def predict_to_field(
     model = DeepLabModel.from_checkpoint(checkpoint, device=device, mode=mode, crop_size=crop_size)
     dataset = view._dataset
     params = dict(checkpoint=str(Path(checkpoint).resolve()), mode=mode, crop_size=crop_size)
-    run = start_run(dataset, field, "deeplab_predict", params, overwrite=overwrite, view=view, shared=False)
+    run = start_run(dataset, field, "deeplab_predict", params, overwrite=overwrite, view=view)
     todo = run.pending
-    run.commit()
-    if len(todo):
-        # skip_failures=False: a sample that fails must stop the run with its error, not vanish
-        todo.apply_model(model, label_field=field, skip_failures=False, output_dir=output_dir, progress=True)
+    from ..labelio import read_image
+    from ._fill import fill_field, raise_failures
+    from .convert import to_segmentation
+
+    def compute(sample, image):
+        path = os.path.join(output_dir, f"{sample.id}.png") if output_dir else None
+        return to_segmentation(model.predictor.predict(image), path)
+
+    # only the default fields are read; loader threads decode the chunk's images while the
+    # model runs; each chunk is stored with one bulk write
+    done, failures = fill_field(todo, field, compute, what="predictions", fields=[],
+                                load=lambda s: read_image(s.filepath), claim=run.claim)
     set_mask_targets(dataset, field, model.mask_targets)
-    return {"field": field, "predicted": len(todo), "resumed": run.resumed}
+    raise_failures(failures, field, done)
+    return {"field": field, "predicted": done, "resumed": run.resumed}
 
 
 def train_from_view(

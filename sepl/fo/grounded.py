@@ -19,6 +19,7 @@ import fiftyone.core.models as fom
 
 from ._models import ImageModel
 from ..classes import VOC_CLASSES
+from ..errors import SeplError
 from ..grounded.pipeline import GroundedConfig, GroundedResult, GroundedSAM, sum_counts
 from . import runs
 from .convert import image_labels, masks_to_detections, sample_name, set_mask_targets, to_segmentation
@@ -117,19 +118,30 @@ def grounded_pseudo_labels(
     counts: List[Dict[str, int]] = []
     from ..labelio import read_image
 
-    with todo.save_context() as ctx:
-        batch: list = []
-        for sample in todo.iter_samples(progress=progress is None):
-            batch.append(sample)
-            if len(batch) == batch_size:
-                _process(batch, pipeline, tags_field, label_field, detections_field, classes, ctx, counts, summary,
-                         read_image)
-                batch = []
-                if progress:
-                    progress(summary["samples"] / total, f"{summary['samples']}/{total} images")
-        if batch:
-            _process(batch, pipeline, tags_field, label_field, detections_field, classes, ctx, counts, summary,
-                     read_image)
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ._fill import BulkWriter
+
+    # only the tags field is read; the next batch's images decode while the model runs, and
+    # each batch is stored with one bulk write
+    writer = BulkWriter(dataset)
+    ids = todo.values("id")
+    with ThreadPoolExecutor(max(1, batch_size)) as decode, ThreadPoolExecutor(1) as prefetch:
+        def load(start):
+            batch = list(todo.select(ids[start:start + batch_size], ordered=True).select_fields(tags_field)
+                         .iter_samples())
+            return batch, list(decode.map(lambda s: read_image(s.filepath), batch))
+
+        starts = list(range(0, total, batch_size))
+        nxt = prefetch.submit(load, starts[0])
+        for k, start in enumerate(starts):
+            batch, images = nxt.result()
+            if k + 1 < len(starts):
+                nxt = prefetch.submit(load, starts[k + 1])
+            _process(batch, images, pipeline, tags_field, label_field, detections_field, classes, writer, counts,
+                     summary)
+            if progress:
+                progress(summary["samples"] / total, f"{summary['samples']}/{total} images")
     set_mask_targets(dataset, label_field, dict(enumerate(classes)))
     summary["counts"] = sum_counts(counts)
     if progress:
@@ -145,18 +157,20 @@ def grounded_pseudo_labels(
     return summary
 
 
-def _process(batch, pipeline, tags_field, label_field, detections_field, classes, ctx, counts, summary, read_image):
+def _process(batch, images, pipeline, tags_field, label_field, detections_field, classes, writer, counts, summary):
     names = [sample_name(s) for s in batch]
     tags = [image_labels(s, tags_field) for s in batch]
-    images = [read_image(s.filepath) for s in batch]
+    updates = {}
     for sample, name, result in zip(batch, names, pipeline.predict_batch(images, tags, names)):
         labels = result_to_labels(result, classes)
-        sample[label_field] = labels["labels"]
-        sample[detections_field] = labels["detections"]
-        ctx.save(sample)
+        updates[sample.id] = {label_field: labels["labels"], detections_field: labels["detections"]}
         counts.append(result.counts)
         summary["warnings"].extend((name, w) for w in result.warnings)
-        summary["samples"] += 1
+    failed = writer.write(updates, dict(zip([s.id for s in batch], names)))
+    if failed:
+        raise SeplError(f"{len(failed)} sample(s) could not be stored: {failed[:5]}",
+                        hint="the others were stored; rerun to resume")
+    summary["samples"] += len(updates)
 
 
 class GroundedSAMModel(ImageModel, fom.SamplesMixin):

@@ -46,6 +46,9 @@ _KEY_RE = re.compile(r"[^A-Za-z0-9_]")
 LEASES = "sepl_leases"
 CLAIMS = "sepl_claims"
 _DUPLICATE = 11000
+# runs listed per field (the oldest are dropped)
+_HISTORY = 200
+_indexed = False
 
 
 def run_key(field: str) -> str:
@@ -66,7 +69,13 @@ def _now() -> datetime:
 def _db():
     import fiftyone.core.odm as foo
 
-    return foo.get_db_conn()
+    global _indexed
+    db = foo.get_db_conn()
+    if not _indexed:  # heartbeats and releases find a run's claims by owner
+        db[CLAIMS].create_index("owner")
+        db[CLAIMS].create_index("lease")
+        _indexed = True
+    return db
 
 
 def _same(a: Dict[str, Any], b: Dict[str, Any]) -> bool:
@@ -315,7 +324,9 @@ class Run:
                 target = ds if self.view is ds else ds.select(self.view.values("id"))
                 target.clear_sample_fields(present)
         self._before = self._count()
-        _db()[LEASES].update_one({"_id": self.lease_id}, {"$set": {"state": "running"}})
+        db = _db()
+        db[CLAIMS].delete_many({"lease": self.lease_id, "expires": {"$lt": _now()}})  # left by killed runs
+        db[LEASES].update_one({"_id": self.lease_id}, {"$set": {"state": "running"}})
 
     def claim(self, ids: Sequence[str]) -> List[str]:
         """The ``ids`` this run computes now: claimed for it, and still without the field.
@@ -395,9 +406,13 @@ class Run:
                      "samples": int(written), "started": self.started.isoformat(timespec="seconds"),
                      "finished": _now().isoformat(timespec="seconds"), "status": status,
                      "joined": not self.leader, "resumed": self.resumed}
-            doc = leases.find_one_and_update({"_id": self.lease_id}, {"$push": {"history": entry}},
-                                             return_document=True)
-            self._mirror((doc or {}).get("history", [entry]))
+            doc = leases.find_one_and_update(
+                {"_id": self.lease_id}, {"$push": {"history": {"$each": [entry], "$slice": -_HISTORY}}},
+                return_document=True)
+            try:
+                self._mirror((doc or {}).get("history", [entry]))
+            except Exception as e:  # the samples are stored; only the listing in the record lags
+                log.warning("could not copy the run history into record '%s': %s", self.key, e)
         finally:
             leases.update_one({"_id": self.lease_id}, {"$pull": {"holders": {"owner": self.owner}}})
             claims.delete_many({"owner": self.owner})

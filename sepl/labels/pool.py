@@ -4,16 +4,19 @@ Rows are independent (one sample each), so a chunk is split into contiguous part
 worker, and the parts' results are concatenated in order: the output of ``map_rows`` is the
 same list for any ``num_workers``.
 
-Workers are forked where the platform can (Linux): a user's script needs no
-``if __name__ == "__main__"`` guard and workers start in milliseconds with numpy loaded.
-They only run array code on the rows they are sent (never the parent's database client or
-model), with one thread each. Elsewhere they are spawned, and import only the module of the
-function they run: keep those functions in modules that do not import FiftyOne.
+Workers are spawned, never forked: the parent holds database-client and model threads, and
+a forked child can wait forever on a lock one of them held (seen here with pymongo). A
+spawned child would re-run the user's script (``python my_script.py`` without an
+``if __name__ == "__main__"`` guard), so the main module is hidden while workers start:
+they import only the module of the function they run, with one thread each. Keep those
+functions in modules that do not import FiftyOne (``sepl.labels``), so workers start fast.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
@@ -59,6 +62,23 @@ def _init_worker() -> None:
         pass
 
 
+@contextlib.contextmanager
+def _main_hidden():
+    """While workers are spawned, they are not told to import ``__main__`` (the user's script)."""
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
+
+
 class RowPool:
     """``submit(fn, rows)`` -> a handle whose ``result()`` is ``run_rows(fn, rows)``, run on
     ``num_workers`` processes (in this process, synchronously, for one worker).
@@ -88,12 +108,12 @@ class RowPool:
         if self._pool is None:
             import multiprocessing
 
-            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-            self._pool = ProcessPoolExecutor(self.num_workers, mp_context=multiprocessing.get_context(method),
+            self._pool = ProcessPoolExecutor(self.num_workers, mp_context=multiprocessing.get_context("spawn"),
                                              initializer=_init_worker)
         n = min(self.num_workers, len(rows))
         step = -(-len(rows) // n)
-        futures = [self._pool.submit(run_rows, fn, rows[i:i + step]) for i in range(0, len(rows), step)]
+        with _main_hidden():  # workers start inside submit()
+            futures = [self._pool.submit(run_rows, fn, rows[i:i + step]) for i in range(0, len(rows), step)]
         return _Pending(futures=futures)
 
 

@@ -289,23 +289,42 @@ def test_concurrent_identical_runs_compute_each_sample_once(voc_ds, tmp_path):
     assert _db()[CLAIMS].count_documents({"lease": {"$regex": f"^{ds._doc.id}:"}}) == 0  # released
 
 
-def test_killed_run_lease_expires(voc_ds, tmp_path, monkeypatch):
+def test_killed_run_does_not_block_a_rerun(voc_ds, tmp_path):
+    """A run killed (SIGKILL) mid-run on this machine: its pid is gone, so the rerun proceeds
+    at once and computes every sample (the killed one had written nothing)."""
     ds = voc_ds
     ds.persistent = True
     flags = tmp_path / "flags"
     flags.mkdir()
-    monkeypatch.setenv("SEPL_LEASE_TTL", "4")
-    a = _spawn(ds, "cc", "paper", "a", flags, WAIT_FOR="never", SEPL_LEASE_TTL=4)
+    a = _spawn(ds, "cc", "paper", "a", flags, WAIT_FOR="never")
     _wait_flag(flags / "started_a", a)
     a.send_signal(signal.SIGKILL)
     a.wait(timeout=30)
-    # while its lease lives (up to 4 s after its last heartbeat), A still blocks other parameters
-    with pytest.raises(SeplError, match="being written right now"):
-        refine(ds, "cc", mode="official")
-    time.sleep(4.5)
-    # expired: the rerun proceeds and computes everything (A wrote nothing)
     assert refine(ds, "cc") == 8
     assert len(ds.exists("cc")) == 8
+
+
+def test_lease_of_a_silent_run_elsewhere_expires(voc_ds, monkeypatch):
+    """A holder on another machine that stopped beating blocks other parameters until its
+    lease expires (``SEPL_LEASE_TTL``), then the run proceeds."""
+    from datetime import datetime, timedelta, timezone
+
+    from sepl.fo import runs
+
+    ds = voc_ds
+    monkeypatch.setenv("SEPL_LEASE_TTL", "3")
+    refine(ds, "cc")
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    ghost = {"owner": "ghost", "pid": 1, "host": "elsewhere", "since": now, "expires": now + timedelta(seconds=3)}
+    runs._db()[runs.LEASES].update_one({"_id": f"{ds._doc.id}:cc"},
+                                       {"$set": {"hash": "other", "method": "refine", "params": "{}",
+                                                 "state": "running", "shared": True}, "$push": {"holders": ghost}})
+    before = snapshot(ds)
+    with pytest.raises(SeplError, match="is being written right now by another 'refine' run.*elsewhere"):
+        refine(ds, "cc")
+    assert snapshot(ds) == before
+    time.sleep(3.5)
+    assert refine(ds, "cc") == 0  # expired: the identical rerun resumes (nothing missing)
 
 
 # ---------------------------------------------------------------------------------------

@@ -18,7 +18,8 @@ of FiftyOne's database (one atomic ``find_one_and_update``). A second run with o
 parameters is refused at start; an identical one joins, and samples are shared out by
 per-sample claims in ``sepl_claims`` (atomic upserts), so none is computed twice. Leases and
 claims carry an expiry that a heartbeat thread extends every ``ttl / 3`` seconds; a killed
-run's lease expires after ``SEPL_LEASE_TTL`` seconds (default 120) and a rerun proceeds.
+run's lease expires after ``SEPL_LEASE_TTL`` seconds (default 120) and a rerun proceeds (at
+once on the same machine, where the holder's pid is seen to be gone).
 A writer decorated with ``@recorded`` releases its runs when it returns or raises.
 """
 
@@ -76,6 +77,19 @@ def _db():
         db[CLAIMS].create_index("lease")
         _indexed = True
     return db
+
+
+def _dead_here(holder: Dict[str, Any]) -> bool:
+    """A holder on this machine whose process is gone (a killed run)."""
+    if holder.get("host") != socket.gethostname() or not holder.get("pid"):
+        return False
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by someone else
+        return False
+    return False
 
 
 def _same(a: Dict[str, Any], b: Dict[str, Any]) -> bool:
@@ -207,6 +221,12 @@ class Run:
                 pass
             doc = leases.find_one({"_id": self.lease_id})
             live = [x for x in (doc or {}).get("holders", []) if x["expires"] > now]
+            dead = [x for x in live if _dead_here(x)]
+            if dead:  # killed on this machine: no need to wait for its lease to expire
+                for x in dead:
+                    leases.update_one({"_id": self.lease_id}, {"$pull": {"holders": {"owner": x["owner"]}}})
+                    _db()[CLAIMS].delete_many({"owner": x["owner"]})
+                continue
             if not live:
                 continue
             other = live[0]

@@ -121,17 +121,27 @@ def test_runs_protect_existing_fields_and_resume(dataset, tmp_path):
     from sepl.fo import runs
 
     dataset.add_samples([fo.Sample(filepath=str(tmp_path / f"{i}.jpg")) for i in range(3)])
-    assert runs.start_run(dataset, "out", "merge", {"mode": "paper"}) is False
-    sample = dataset.first()
-    sample["out"] = fo.Segmentation(mask=np.zeros((2, 2), np.uint8))
-    sample.save()
+
+    def write_first():
+        sample = dataset.first()
+        sample["out"] = fo.Segmentation(mask=np.zeros((2, 2), np.uint8))
+        sample.save()
+
+    with runs.start_run(dataset, "out", "merge", {"mode": "paper"}) as run:
+        assert not run.resumed
+        run.commit()
+        write_first()
     # same command, same parameters: resume on the samples still missing the field
-    assert runs.start_run(dataset, "out", "merge", {"mode": "paper"}) is True
-    assert len(runs.pending_view(dataset, "out", True)) == 2
+    with runs.start_run(dataset, "out", "merge", {"mode": "paper"}) as run:
+        assert run.resumed and len(run.pending) == 2
     with pytest.raises(SeplError, match="already exists"):
         runs.start_run(dataset, "out", "merge", {"mode": "official"})
-    assert runs.start_run(dataset, "out", "merge", {"mode": "official"}, overwrite=True) is False
-    assert len(dataset.exists("out")) == 0
+    with runs.start_run(dataset, "out", "merge", {"mode": "official"}, overwrite=True) as run:
+        assert not run.resumed
+        run.commit()
+        assert len(dataset.exists("out")) == 0
+        write_first()
+    assert dataset.get_run_info("sepl_out").config.serialize()["mode"] == "official"
     runs.delete_run(dataset, "out")
     assert not dataset.has_field("out") and not dataset.list_runs()
 

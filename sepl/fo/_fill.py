@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 Progress = Optional[Callable[[float, str], None]]
 Failures = List[Tuple[str, str]]
+Claim = Callable[[List[str]], List[str]]
 
 # how many failures an error message lists by name before summarising
 _LISTED = 5
@@ -224,7 +225,8 @@ class BulkWriter:
 
 def fill_rows(view, fields: Sequence[str], work: Callable[[Dict[str, Any]], Dict[str, Any]],
               progress: Progress = None, what: str = "samples", chunk_size: Optional[int] = None,
-              num_workers: Optional[int] = 1, mask_dir: Optional[str] = None) -> Tuple[int, Failures]:
+              num_workers: Optional[int] = 1, mask_dir: Optional[str] = None,
+              claim: Optional[Claim] = None) -> Tuple[int, Failures]:
     """Store ``work(row)`` (``{field: value}``) for every sample of ``view``.
 
     Args:
@@ -235,6 +237,8 @@ def fill_rows(view, fields: Sequence[str], work: Callable[[Dict[str, Any]], Dict
         chunk_size: samples read, computed and written together (default ``DEFAULT_CHUNK``).
         num_workers: processes (None / 0: all cores); outputs do not depend on it.
         mask_dir: root of the mask folders for oversize samples.
+        claim: ``claim(ids) -> ids`` called before a chunk is read (``runs.Run.claim``):
+            only the ids it returns are computed, so concurrent identical runs share samples.
 
     Returns (number of samples written, [(sample name, error message), ...]).
     """
@@ -264,7 +268,10 @@ def fill_rows(view, fields: Sequence[str], work: Callable[[Dict[str, Any]], Dict
     with RowPool(workers) as pool:
         pending = None
         for start in range(0, total, size):
-            rows = read_rows(view, ids[start:start + size], fields)
+            chunk = ids[start:start + size] if claim is None else claim(ids[start:start + size])
+            if not chunk:
+                continue
+            rows = read_rows(view, chunk, fields)
             handle = pool.submit(work, rows)  # computes while the previous chunk is written
             if pending is not None:
                 finish(*pending[:2])
@@ -284,7 +291,7 @@ def _report(progress: Progress, n: int, total: int, what: str) -> None:
 def fill_field(view, field: str, compute: Callable, progress: Progress = None, what: str = "samples",
                every: int = 25, fields: Optional[Sequence[str]] = None, chunk_size: Optional[int] = None,
                mask_dir: Optional[str] = None, load: Optional[Callable] = None,
-               loader_threads: Optional[int] = None) -> Tuple[int, Failures]:
+               loader_threads: Optional[int] = None, claim: Optional[Claim] = None) -> Tuple[int, Failures]:
     """Set ``sample[field] = compute(sample)`` on every sample of ``view``, chunk by chunk.
 
     ``compute`` returns the value to store (or a dict ``{field: value}`` to set several),
@@ -295,7 +302,7 @@ def fill_field(view, field: str, compute: Callable, progress: Progress = None, w
 
     ``load(sample)`` (e.g. decode the image), when given, runs on ``loader_threads`` threads
     (default: all cores) for the whole chunk while ``compute(sample, loaded)`` works through
-    it in order (a model on the GPU or on all cores).
+    it in order (a model on the GPU or on all cores). ``claim``: as in ``fill_rows``.
 
     Returns (number of samples written, [(sample name, error message), ...]).
     """
@@ -318,7 +325,11 @@ def fill_field(view, field: str, compute: Callable, progress: Progress = None, w
 
     try:
         for start in range(0, total, size):
-            cv = view.select(ids[start:start + size], ordered=True)
+            chunk = ids[start:start + size] if claim is None else claim(ids[start:start + size])
+            if not chunk:
+                _report(progress, min(start + size, total), total, what)
+                continue
+            cv = view.select(chunk, ordered=True)
             if fields is not None:
                 cv = cv.select_fields(list(fields))
             samples = list(cv.iter_samples())

@@ -129,7 +129,9 @@ def record_apply_model_run(model: ImageModel) -> Optional[Tuple[Any, str, bool, 
     params = dict(model.run_params(), label_field=label_field)
     method = f"apply_model:{type(model).__name__}"
     try:
-        start_run(dataset, fields[0], method, params, extra_fields=fields[1:])
+        run = start_run(dataset, fields[0], method, params, extra_fields=fields[1:], shared=False)
+        run.commit()  # FiftyOne writes the field: record the run now, keep it while the field fills
+        run.finish(keep=True)
     except SeplError:
         if dataset.has_run(run_key(fields[0])):
             dataset.delete_run(run_key(fields[0]))

@@ -28,7 +28,8 @@ import fiftyone as fo
 from ..errors import SeplError
 from .convert import get_mask_targets, image_labels, mask_dir_for, set_mask_targets, to_segmentation
 from ._fill import fill_field, raise_failures
-from .runs import pending_view, start_run
+from . import runs
+from .runs import start_run
 
 logger = logging.getLogger(__name__)
 
@@ -167,6 +168,7 @@ def _model_id(model) -> Dict[str, Any]:
                 checkpoint=getattr(model, "checkpoint_path", None), classes=list(model.class_names))
 
 
+@runs.recorded
 def generate_seeds(
     view,
     model,
@@ -203,6 +205,12 @@ def generate_seeds(
     from ..labelio import read_image
 
     source = model
+    runs.check_choice("background mode", bg_mode, ("threshold", "power"))
+    runs.check_fraction("threshold", threshold)
+    if not scales or any(float(s) <= 0 for s in scales):
+        raise SeplError(f"scales must be positive, got {list(scales)}", hint="e.g. scales 1.0 0.5 1.5 2.0")
+    if isinstance(model, (str, os.PathLike)):
+        runs.check_file("CAM checkpoint", model)
     model, class_names = _as_source(model)
     index = {n: i for i, n in enumerate(class_names)}
     ds = view._dataset
@@ -211,8 +219,8 @@ def generate_seeds(
     if params["checkpoint"] is None and isinstance(source, (str, os.PathLike)):
         params["checkpoint"] = os.path.abspath(source)  # the run records what made the seeds
     extra = [heatmap_field] if heatmap_field else []
-    resumed = start_run(ds, out_field, "cam_seeds", params, overwrite=overwrite, extra_fields=extra)
-    todo = pending_view(view, out_field, resumed)
+    run = start_run(ds, out_field, "cam_seeds", params, overwrite=overwrite, extra_fields=extra, view=view)
+    todo = run.pending
     folder = mask_dir_for(ds, out_field, mask_dir) if mask_dir else None
     set_mask_targets(ds, out_field, dict(enumerate(class_names)))
     if device is not None and hasattr(model, "to"):
@@ -239,6 +247,7 @@ def generate_seeds(
     # only the labels field is read; loader threads decode the chunk's images while the model
     # runs; each chunk is stored with one bulk write
     written, failures = fill_field(todo, out_field, compute, progress if callable(progress) else None,
-                                   what="seeds", fields=[labels_field], load=lambda s: read_image(s.filepath))
+                                   what="seeds", fields=[labels_field], load=lambda s: read_image(s.filepath),
+                                   claim=run.claim)
     raise_failures(failures, out_field, written)
     return dict(written=written, skipped=len(view) - n_total, unlabelled=unlabelled)

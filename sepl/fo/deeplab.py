@@ -21,7 +21,8 @@ from ._models import LoaderModel
 from ..errors import SeplError
 from .convert import set_mask_targets
 from .export import export_segmentation, read_manifest
-from .runs import pending_view, start_run
+from . import runs
+from .runs import start_run
 
 Progress = Callable[[float, str], None]
 
@@ -69,6 +70,7 @@ class DeepLabModel(LoaderModel):
         return [self.predict(a) for a in args]
 
 
+@runs.recorded
 def predict_to_field(
     view,
     checkpoint: str | os.PathLike,
@@ -89,12 +91,13 @@ def predict_to_field(
     """
     if len(view) == 0:
         raise SeplError("the view to predict on is empty", hint="pick a view or dataset that has samples")
+    runs.check_file("DeepLab checkpoint", checkpoint)
     model = DeepLabModel.from_checkpoint(checkpoint, device=device, mode=mode, crop_size=crop_size)
     model.record_run = False  # recorded here, as "deeplab_predict", so that a rerun resumes
     dataset = view._dataset
     params = dict(checkpoint=str(Path(checkpoint).resolve()), mode=mode, crop_size=crop_size)
-    resume = start_run(dataset, field, "deeplab_predict", params, overwrite=overwrite)
-    todo = pending_view(view, field, resume)
+    run = start_run(dataset, field, "deeplab_predict", params, overwrite=overwrite, view=view)
+    todo = run.pending
     from ..labelio import read_image
     from ._fill import fill_field, raise_failures
     from .convert import to_segmentation
@@ -106,10 +109,10 @@ def predict_to_field(
     # only the default fields are read; loader threads decode the chunk's images while the
     # model runs; each chunk is stored with one bulk write
     done, failures = fill_field(todo, field, compute, what="predictions", fields=[],
-                                load=lambda s: read_image(s.filepath))
+                                load=lambda s: read_image(s.filepath), claim=run.claim)
     set_mask_targets(dataset, field, model.mask_targets)
     raise_failures(failures, field, done)
-    return {"field": field, "predicted": done, "resumed": resume}
+    return {"field": field, "predicted": done, "resumed": run.resumed}
 
 
 def train_from_view(

@@ -56,6 +56,7 @@ def result_to_labels(result: GroundedResult, class_names: Sequence[str]) -> Dict
     return dict(labels=to_segmentation(result.label), detections=dets)
 
 
+@runs.recorded
 def grounded_pseudo_labels(
     view,
     tags_field: str,
@@ -91,14 +92,20 @@ def grounded_pseudo_labels(
     """
     config = config or GroundedConfig()
     dataset = view._dataset
+    runs.check_positive("batch size", batch_size)
+    runs.check_fraction("box_threshold", config.box_threshold)
+    runs.check_fraction("text_threshold", config.text_threshold)
+    if pipeline is None:
+        for name in ("checkpoint", "sam_checkpoint"):
+            runs.check_file(f"Grounded-SAM {name}", getattr(config, name, None))
     detections_field = detections_field or f"{label_field}_detections"
     if classes is None:
         classes = dataset_classes(dataset, tags_field) or dataset_classes(dataset) or list(VOC_CLASSES)
     classes = list(classes)
     params = dict(config.run_params(), tags_field=tags_field, classes=classes)
-    resumed = runs.start_run(dataset, label_field, METHOD, params, overwrite=overwrite,
-                             extra_fields=[detections_field])
-    todo = runs.pending_view(view, label_field, resumed)
+    run = runs.start_run(dataset, label_field, METHOD, params, overwrite=overwrite,
+                         extra_fields=[detections_field], view=view, shared=False)
+    resumed, todo = run.resumed, run.pending
     total = len(todo)
     summary = dict(samples=0, resumed=resumed, counts={}, warnings=[], label_field=label_field,
                    detections_field=detections_field)
@@ -107,6 +114,7 @@ def grounded_pseudo_labels(
         return summary
     if pipeline is None:
         pipeline = config.build(classes, device=device)
+    run.commit()  # the pipeline is built: from here on the field changes
     counts: List[Dict[str, int]] = []
     from ..labelio import read_image
 

@@ -328,11 +328,11 @@ def _targets_for(view, field: str, classes: Optional[Sequence[str]]) -> Dict[int
                     hint="pass classes (--classes), or import a dataset with ground truth first")
 
 
-def _begin(view, field, method, params, overwrite):
-    resume = runs.start_run(view._dataset, field, method, params, overwrite=overwrite)
-    return runs.pending_view(view, field, resume)
+def _begin(view, field, method, params, overwrite) -> "runs.Run":
+    return runs.start_run(view._dataset, field, method, params, overwrite=overwrite, view=view)
 
 
+@runs.recorded
 def import_seeds(
     view,
     folder: str,
@@ -356,15 +356,17 @@ def import_seeds(
     if not folder.is_dir():
         raise SeplError(f"seed folder not found: {folder}")
     targets = _targets_for(view, field, classes)
-    pending = _begin(view, field, "import_seeds", {"folder": str(folder.resolve())}, overwrite)
+    run = _begin(view, field, "import_seeds", {"folder": str(folder.resolve())}, overwrite)
     ds = view._dataset
     job = SeedFiles(str(folder), field, len(targets), disk_dir(ds, field, storage, mask_dir))
-    done, failures = fill_rows(pending, [], job, progress, what="seeds", num_workers=num_workers, mask_dir=mask_dir)
+    done, failures = fill_rows(run.pending, [], job, progress, what="seeds", num_workers=num_workers,
+                               mask_dir=mask_dir, claim=run.claim)
     set_mask_targets(ds, field, targets)
     raise_failures(failures, field, done)
     return done
 
 
+@runs.recorded
 def import_cams(
     view,
     folder: str,
@@ -387,12 +389,14 @@ def import_cams(
     if (bg_threshold is None) == (bg_power is None):
         raise SeplError("give either a background threshold or a background power",
                         hint="e.g. --bg-threshold 0.26 (IRN/AMN) or --bg-power 3")
+    runs.check_fraction("bg_threshold", bg_threshold)
     targets = _targets_for(view, field, classes)
     params = {"folder": str(folder.resolve()), "bg_threshold": bg_threshold, "bg_power": bg_power}
-    pending = _begin(view, field, "import_cams", params, overwrite)
+    run = _begin(view, field, "import_cams", params, overwrite)
     ds = view._dataset
     job = CamFiles(str(folder), field, len(targets), bg_threshold, bg_power, disk_dir(ds, field, storage, mask_dir))
-    done, failures = fill_rows(pending, [], job, progress, what="CAMs", num_workers=num_workers, mask_dir=mask_dir)
+    done, failures = fill_rows(run.pending, [], job, progress, what="CAMs", num_workers=num_workers,
+                               mask_dir=mask_dir, claim=run.claim)
     set_mask_targets(ds, field, targets)
     raise_failures(failures, field, done)
     return done
@@ -411,6 +415,7 @@ def _warn_empty(view, field: str) -> None:
                     ", ".join(names) + (" ..." if n > 5 else ""))
 
 
+@runs.recorded
 def import_masks(
     view,
     folder: str,
@@ -427,10 +432,10 @@ def import_masks(
     folder = Path(folder)
     if not folder.is_dir():
         raise SeplError(f"mask folder not found: {folder}")
-    pending = _begin(view, field, "import_masks", {"folder": str(folder.resolve())}, overwrite)
-    done, failures = fill_rows(pending, [], MaskFiles(str(folder), field), progress, what="masks",
-                               num_workers=num_workers)
-    _warn_empty(pending, field)
+    run = _begin(view, field, "import_masks", {"folder": str(folder.resolve())}, overwrite)
+    done, failures = fill_rows(run.pending, [], MaskFiles(str(folder), field), progress, what="masks",
+                               num_workers=num_workers, claim=run.claim)
+    _warn_empty(view, field)
     raise_failures(failures, field, done)
     return done
 

@@ -25,7 +25,8 @@ from ..labels.masksets import GenerateRow, load_row_image, mask_set_doc
 from ..labels.pool import resolve_workers
 from ..labels.rows import row_name
 from ._fill import BulkWriter, fill_rows, read_rows
-from .runs import pending_view, run_key, start_run
+from . import runs
+from .runs import start_run
 
 log = logging.getLogger(__name__)
 
@@ -121,16 +122,35 @@ def run_params(source: str, model_type: str, params: Dict[str, Any], checkpoint:
 def prepare_run(dataset, out_field: str, source: str, model_type: str, params: Dict[str, Any],
                 checkpoint: Optional[str] = None, prompt_field: Optional[str] = None,
                 overwrite: bool = False, random_weights: bool = False) -> bool:
-    """Claim ``out_field`` for this run and declare it (so shards can start in any order).
-    Returns True when resuming an identical earlier run."""
-    resume = start_run(dataset, out_field, "masks",
-                       run_params(source, model_type, params, checkpoint, prompt_field, random_weights),
-                       overwrite=overwrite)
-    if not dataset.has_field(out_field):
-        dataset.add_sample_field(out_field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
-    return resume
+    """Record ``out_field`` for this run and declare it (so shards can start in any order),
+    without computing. Returns True when resuming an identical earlier run."""
+    check_mask_args(source, 1, checkpoint, params)
+    run = start_run(dataset, out_field, "masks",
+                    run_params(source, model_type, params, checkpoint, prompt_field, random_weights),
+                    overwrite=overwrite)
+    try:
+        run.commit()
+        if not dataset.has_field(out_field):
+            dataset.add_sample_field(out_field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
+    finally:
+        run.finish(keep=True)
+    return run.resumed
 
 
+_FRACTIONS = ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "crop_nms_thresh", "crop_overlap_ratio")
+
+
+def check_mask_args(source: str, batch_size: int, checkpoint: Optional[str], params: Dict[str, Any]) -> None:
+    """Refuse bad arguments before anything is created."""
+    runs.check_choice("mask source", source, SOURCES)
+    runs.check_positive("batch size", batch_size)
+    if source in ("sam_auto", "sam_box"):  # SAM 2 / HQ checkpoints may be hub names; zoo models are FiftyOne's
+        runs.check_file("SAM checkpoint", checkpoint)
+    for k in _FRACTIONS:
+        runs.check_fraction(k, params.get(k))
+
+
+@runs.recorded
 def generate_masks(
     view,
     out_field: str = "sam_masks",
@@ -179,6 +199,7 @@ def generate_masks(
                                   overwrite=overwrite, shard=shard, progress=progress, model=mask_source)
     params = dict(params or {})
     dataset = view._dataset
+    check_mask_args(source, batch_size, checkpoint, params)
     if source == "sam_box" and not prompt_field:
         raise SeplError("box-prompted masks need a prompt field", hint="pass the Detections field holding the boxes")
     if source == "sam_box" and not dataset.has_field(prompt_field):
@@ -196,13 +217,10 @@ def generate_masks(
     else:
         random_weights = False
     key_params = run_params(source, model_type, params, checkpoint, prompt_field, random_weights)
-    if shard is not None and dataset.has_run(run_key(out_field)) and dataset.has_field(out_field):
-        resume = start_run(dataset, out_field, "masks", key_params)  # raises unless identical
-    else:
-        resume = prepare_run(dataset, out_field, source, model_type, params, checkpoint, prompt_field, overwrite,
-                             random_weights)
     mine = shard_view(view, shard)
-    todo = pending_view(mine, out_field, resume)
+    # shards and concurrent identical runs share the lease; their samples are claimed one batch at a time
+    run = start_run(dataset, out_field, "masks", key_params, overwrite=overwrite, view=mine)
+    todo = run.pending
     total, n_todo = len(mine), len(todo)
     summary: Dict[str, Any] = {"processed": 0, "skipped": total - n_todo, "failed": [], "source": source}
     if n_todo == 0:
@@ -213,18 +231,21 @@ def generate_masks(
     summary["source"] = getattr(src, "name", source)
     if not getattr(src, "is_sam", True):
         log.warning("'%s' is filled by %s: these are not SAM masks", out_field, summary["source"])
+    run.commit()  # the source is built: from here on the field changes
+    if not dataset.has_field(out_field):
+        dataset.add_sample_field(out_field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
     if num_workers is not None and num_workers != 1 and source == "superpixels":
-        _generate_on_cores(todo, out_field, src, summary, progress, num_workers)
+        _generate_on_cores(todo, out_field, src, summary, progress, num_workers, claim=run.claim)
     else:
         _generate_batches(todo, out_field, src, source, prompt_field, batch_size, summary, progress,
-                          loader_threads=resolve_workers(num_workers))
+                          loader_threads=resolve_workers(num_workers), claim=run.claim)
     return summary
 
 
-def _generate_on_cores(todo, out_field, src, summary, progress, num_workers) -> None:
+def _generate_on_cores(todo, out_field, src, summary, progress, num_workers, claim=None) -> None:
     """CPU sources (superpixels): decode + segment each image on ``num_workers`` processes."""
     done, failures = fill_rows(todo, [], GenerateRow(src, out_field), progress, what="masks",
-                               num_workers=num_workers)
+                               num_workers=num_workers, claim=claim)
     summary["processed"] += done
     for name, msg in failures:
         summary["failed"].append(f"{name}: {msg}")
@@ -232,9 +253,10 @@ def _generate_on_cores(todo, out_field, src, summary, progress, num_workers) -> 
 
 
 def _generate_batches(todo, out_field, src, source, prompt_field, batch_size, summary, progress,
-                      loader_threads: int = 2) -> None:
+                      loader_threads: int = 2, claim=None) -> None:
     """Model sources: the next batch's rows are read and its images decoded by loader threads
-    while the model runs on this one; each batch is stored with one bulk write."""
+    while the model runs on this one; each batch is stored with one bulk write. ``claim``:
+    see ``fill_rows`` (only the ids it returns are computed)."""
     from concurrent.futures import ThreadPoolExecutor
 
     dataset = todo._dataset
@@ -243,7 +265,10 @@ def _generate_batches(todo, out_field, src, source, prompt_field, batch_size, su
     writer = BulkWriter(dataset)
     with ThreadPoolExecutor(max(1, loader_threads)) as decode, ThreadPoolExecutor(1) as prefetch:
         def load(start):
-            rows = read_rows(todo, ids[start:start + batch_size], fields)
+            chunk = ids[start:start + batch_size] if claim is None else claim(ids[start:start + batch_size])
+            if not chunk:
+                return [], []
+            rows = read_rows(todo, chunk, fields)
             return rows, list(decode.map(_try_image, rows))
 
         starts = list(range(0, len(ids), batch_size))

@@ -81,6 +81,7 @@ def refine_sample(sample, seed_field: str, masks_field: str, config: RefineConfi
     return np.asarray(res.labels, dtype=np.uint8), fo.Detections(detections=dets)
 
 
+@runs.recorded
 def refine(
     view,
     seed_field: str,
@@ -120,6 +121,7 @@ def refine(
     were stored.
     """
     ds = view._dataset
+    check_refine_args(mode, os_thresh, op_thresh, chunk_size)
     for f, kind in ((seed_field, fo.Segmentation), (masks_field, fo.Detections)):
         if not ds.has_field(f):
             raise SeplError(f"dataset '{ds.name}' has no field '{f}'",
@@ -141,8 +143,7 @@ def refine(
     params = dict(asdict(config), seed_field=seed_field, masks_field=masks_field,
                   decisions_field=decisions_field if store_decisions else None)
     extra = [decisions_field] if store_decisions else []
-    resume = runs.start_run(ds, out_field, "refine", params, overwrite=overwrite, extra_fields=extra)
-    pending = runs.pending_view(view, out_field, resume)
+    run = runs.start_run(ds, out_field, "refine", params, overwrite=overwrite, extra_fields=extra, view=view)
 
     from ..labels.refine import RefineJob
 
@@ -151,8 +152,19 @@ def refine(
                     targets=tuple(sorted(targets.items())), disk_dir=disk_dir(ds, out_field, storage, mask_dir),
                     **asdict(config))
     # only the two input fields are read, as stored documents; merges run on num_workers processes
-    done, failures = fill_rows(pending, [seed_field, masks_field], job, progress, what="refine",
-                               chunk_size=chunk_size, num_workers=num_workers, mask_dir=mask_dir)
+    done, failures = fill_rows(run.pending, [seed_field, masks_field], job, progress, what="refine",
+                               chunk_size=chunk_size, num_workers=num_workers, mask_dir=mask_dir, claim=run.claim)
     set_mask_targets(ds, out_field, targets)
     raise_failures(failures, out_field, done)
     return done
+
+
+def check_refine_args(mode: str, os_thresh: float, op_thresh: float, chunk_size: Optional[int] = None) -> None:
+    """Refuse bad merge arguments before anything is created."""
+    from ..merge import MODES
+
+    runs.check_choice("merge mode", mode, MODES)
+    runs.check_fraction("os_thresh", os_thresh)
+    runs.check_fraction("op_thresh", op_thresh)
+    if chunk_size is not None:
+        runs.check_positive("chunk_size", chunk_size)

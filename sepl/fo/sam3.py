@@ -46,6 +46,7 @@ def result_to_labels(result: Sam3Result, class_names: Sequence[str]) -> Dict[str
     return dict(labels=to_segmentation(result.label), detections=dets)
 
 
+@runs.recorded
 def sam3_pseudo_labels(
     view,
     tags_field: str,
@@ -88,9 +89,9 @@ def sam3_pseudo_labels(
         raise SeplError(f"dataset '{dataset.name}' has no field '{tags_field}'",
                         hint="pick the Classifications field holding the image-level labels")
     params = dict(config.run_params(), tags_field=tags_field, classes=classes)
-    resumed = runs.start_run(dataset, label_field, METHOD, params, overwrite=overwrite,
-                             extra_fields=[detections_field])
-    todo = runs.pending_view(view, label_field, resumed)
+    run = runs.start_run(dataset, label_field, METHOD, params, overwrite=overwrite,
+                         extra_fields=[detections_field], view=view, shared=False)
+    resumed, todo = run.resumed, run.pending
     total = len(todo)
     summary = dict(samples=0, resumed=resumed, counts={}, warnings=[], failed=[], label_field=label_field,
                    detections_field=detections_field)
@@ -99,6 +100,7 @@ def sam3_pseudo_labels(
         return summary
     if pipeline is None:
         pipeline = config.build(classes, device=device)
+    run.commit()  # the model is built: from here on the fields change
     counts: List[Dict[str, int]] = []
     ids = todo.values("id")
     for start in range(0, len(ids), batch_size):

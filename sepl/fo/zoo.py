@@ -22,7 +22,7 @@ import fiftyone as fo
 
 from ..errors import SeplError
 from .convert import sample_name
-from .runs import pending_view, start_run
+from .runs import recorded, start_run
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,7 @@ def load_zoo_model(name: str, download: bool = False, **kwargs: Any):
         raise SeplError(f"cannot load zoo model '{name}': {type(e).__name__}: {e}", hint=_fix(name))
 
 
+@recorded
 def generate_zoo_masks(
     view,
     out_field: str,
@@ -110,17 +111,18 @@ def generate_zoo_masks(
     source = PREFIX + name
     if model is None:  # before anything is recorded: a run that cannot start leaves nothing
         check_zoo_model(name, download)
-    resume = start_run(dataset, out_field, "masks", run_params(source, "", {}, None, None), overwrite=overwrite)
-    if not dataset.has_field(out_field):
-        dataset.add_sample_field(out_field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
     mine = shard_view(view, shard)
-    todo = pending_view(mine, out_field, resume)
-    ids = todo.values("id")
+    run = start_run(dataset, out_field, "masks", run_params(source, "", {}, None, None), overwrite=overwrite,
+                    view=mine, shared=False)
+    ids = run.pending.values("id")
     summary: Dict[str, Any] = {"processed": 0, "skipped": len(mine) - len(ids), "failed": [], "source": source}
     if not ids:
         return summary
     if model is None:
         model = load_zoo_model(name, download=download, **load_kwargs)
+    run.commit()  # the model is loaded: from here on the field changes
+    if not dataset.has_field(out_field):
+        dataset.add_sample_field(out_field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
     log.info("masks for %d samples from zoo model %s", len(ids), name)
     for start in range(0, len(ids), _CHUNK):
         chunk = dataset.select(ids[start:start + _CHUNK], ordered=True)

@@ -21,6 +21,24 @@ from . import raw
 from .rows import row_shape
 
 
+def stored_crops(mdoc: Optional[dict], field: str, shape: Tuple[int, int]):
+    """The instance masks of a stored ``fo.Detections`` document as ``sepl.cropped.CroppedMasks``
+    (boxes + crops, as FiftyOne stores them): the merge reads only the boxes, never full planes."""
+    from ..cropped import CroppedMasks
+
+    boxes, crops = raw.instance_crops(mdoc, field, *shape)
+    boxes = boxes.copy()
+    out = []
+    for k, crop in enumerate(crops):
+        x0, y0, x1, y1 = (int(v) for v in boxes[k])
+        if x1 <= x0 or y1 <= y0:  # a box with no pixels: an empty mask
+            boxes[k] = 0
+            out.append(np.zeros((0, 0), bool))
+        else:
+            out.append(np.ones((y1 - y0, x1 - x0), bool) if crop is None else crop)
+    return CroppedMasks(shape, boxes, out)
+
+
 @dataclass(frozen=True)
 class RefineJob:
     """What refine does per sample (all fields plain values, so a job pickles)."""
@@ -49,7 +67,7 @@ class RefineJob:
             raise SeplError(f"seed '{self.seed_field}' holds classes {bad[:10]} that are not in its "
                             f"{n} mask targets", hint="fix the seeds or the field's mask targets")
         mdoc = fields.get(self.masks_field)
-        masks = raw.detection_masks(mdoc, self.masks_field, *shape)
+        masks = stored_crops(mdoc, self.masks_field, shape)
         res = merge(seed, masks, mode=self.mode, num_classes=n, ignore_index=IGNORE_INDEX,
                     keep_ignore=self.keep_ignore, os_thresh=self.os_thresh, op_thresh=self.op_thresh,
                     allow_empty=self.allow_empty)

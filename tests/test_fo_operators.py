@@ -78,7 +78,9 @@ def test_operators_are_listed(plugin):
     import fiftyone.operators as foo
 
     ops = {o.config.name: o for o in foo.list_operators() if o.plugin_name == "@sepl/sepl"}
-    assert {"refine_with_sepl", "evaluate_segmentation", "show_worst_samples", "sepl_panel"} <= set(ops)
+    assert {"refine_with_sepl", "evaluate_segmentation", "show_worst_samples", "sepl_panel", "miou"} <= set(ops)
+    # evaluation metrics are named as the Model Evaluation panel shows them ("mIoU")
+    ops = {n: o for n, o in ops.items() if not isinstance(o, foo.EvaluationMetric)}
     labels = [o.config.label for o in ops.values()]
     # one style: sentence case, no "sepl:" prefixes; every operator has an icon
     assert not [label for label in labels if label.lower().startswith("sepl:")], labels

@@ -56,7 +56,7 @@ def varied_sam():
     """A tiny random SAM whose two transposed convolutions have the same weights at the four
     kernel positions: random 2x2 kernels stamp a periodic pattern over the whole mask (every
     box spans the image), flat ones let the masks follow the image's regions."""
-    model = build_sam("tiny", seed=0)
+    model = build_sam("tiny", seed=0, random_weights=True)
     with torch.no_grad():
         for m in model.mask_decoder.output_upscaling:
             if isinstance(m, torch.nn.ConvTranspose2d):

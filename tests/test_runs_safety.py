@@ -369,7 +369,7 @@ def test_masks_bad_checkpoint_or_arguments_create_nothing(synth_dataset, tmp_pat
         kw["checkpoint"], message = str(tmp_path / "nope.pth"), "does not exist"
     elif case == "corrupt":
         (tmp_path / "bad.pth").write_bytes(b"not a checkpoint at all")
-        kw["checkpoint"], message = str(tmp_path / "bad.pth"), "cannot read SAM checkpoint"
+        kw["checkpoint"], message = str(tmp_path / "bad.pth"), "SAM checkpoint"
     elif case == "wrong_type":
         torch.save({"weight": torch.zeros(2)}, tmp_path / "other.pth")
         kw["checkpoint"], message = str(tmp_path / "other.pth"), "checkpoint"

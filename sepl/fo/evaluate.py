@@ -226,12 +226,6 @@ def class_lookup(pred_targets: Dict[int, str], gt_targets: Dict[int, str], pred_
     return lut
 
 
-def _apply_lut(pred: np.ndarray, lut: Optional[np.ndarray]) -> np.ndarray:
-    if lut is None or pred is None or pred.size == 0 or int(pred.max()) >= len(lut):
-        return pred  # values beyond the table are reported by _check_pair
-    return lut[pred].astype(pred.dtype, copy=False)
-
-
 def confusion_iou(matrix: np.ndarray, ignore: Sequence[int] = ()) -> np.ndarray:
     """(C,) per-class IoU from a (C, C) pixel confusion matrix (rows GT, columns prediction),
     NaN for a class in neither; the classes in ``ignore`` (e.g. the row/column of 255 in a
@@ -301,27 +295,6 @@ class SeplSegmentationResults(SegmentationResults):
         return res
 
 
-def _read_masks(view, field: str) -> List[Optional[np.ndarray]]:
-    """Label maps of ``field`` for every sample of ``view`` in order (None when absent),
-    read in one query as the stored documents (``sepl.labels.raw``: no label objects built);
-    ``mask_path`` ones are read from disk."""
-    from ..labels.raw import decode_array
-    from ..labelio import read_label
-
-    out = []
-    for doc in view.values(field, _raw=True):
-        m = None
-        if doc is not None:
-            if doc.get("mask") is not None:
-                m = decode_array(doc["mask"])
-            elif doc.get("mask_path"):
-                m = read_label(doc["mask_path"])
-        if m is not None and m.ndim == 3:
-            m = m[..., 0]
-        out.append(m)
-    return out
-
-
 def evaluate_arrays(view, pred_field: str, gt_field: str, num_classes: int,
                     ignore_index: int = IGNORE_INDEX, progress: Progress = None, num_workers: Optional[int] = None,
                     pred_lut: Optional[np.ndarray] = None):
@@ -367,12 +340,6 @@ def evaluate_arrays(view, pred_field: str, gt_field: str, num_classes: int,
                 done = min(start + _CHUNK, len(ids))
                 progress(done / max(len(ids), 1), f"evaluate {pred_field}: {done}/{len(ids)}")
     return total, per_sample, failures
-
-
-def _check_pair(gt, pred, gt_field, pred_field, num_classes, ignore_index) -> Optional[str]:
-    from ..labels.scoring import check_pair
-
-    return check_pair(gt, pred, gt_field, pred_field, num_classes, ignore_index)
 
 
 def _store_per_sample(samples, eval_key, cfg, per_sample, classes) -> None:

@@ -93,7 +93,7 @@ class SEPLModel(ImageModel, fom.SamplesMixin):
         if not targets:
             raise SeplError(f"seed field '{seed_field}' has no mask targets",
                             hint="set dataset.mask_targets for it (the importers do)")
-        labels, _ = refine_sample(sample, seed_field, masks_field, self.config, targets)
+        labels = refine_sample(sample, seed_field, masks_field, self.config, targets)
         return fo.Segmentation(mask=labels)
 
     def predict_all(self, args, samples=None):

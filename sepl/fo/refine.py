@@ -19,7 +19,7 @@ field is refused unless ``overwrite=True``.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional
 
 import numpy as np
 
@@ -44,41 +44,20 @@ class RefineConfig:
 
 
 def refine_sample(sample, seed_field: str, masks_field: str, config: RefineConfig,
-                  targets: Dict[int, str]) -> Tuple[np.ndarray, fo.Detections]:
-    """Merge one sample's seed and masks.
-
-    Returns the (H, W) uint8 merged label map and the decisions: a copy of the sample's
-    mask Detections labelled with the class each mask was taken for.
-    """
+                  targets: Dict[int, str]) -> np.ndarray:
+    """Merge one in-memory sample's seed and masks (``SEPLModel``; ``refine`` works on
+    stored documents in bulk, decisions included). Returns the (H, W) uint8 label map."""
+    from ..labels.refine import check_seed
     from ..merge import merge
 
     shape = image_shape(sample)
     seed = load_label_map(sample, seed_field, shape=shape)
-    bad = [int(v) for v in np.unique(seed) if v >= len(targets) and v != IGNORE_INDEX]
-    if bad:
-        raise SeplError(f"seed '{seed_field}' holds classes {bad[:10]} that are not in its "
-                        f"{len(targets)} mask targets", hint="fix the seeds or the field's mask targets")
+    check_seed(seed, len(targets), seed_field)
     masks = load_masks(sample, masks_field, shape=shape)
     res = merge(seed, masks, mode=config.mode, num_classes=len(targets), ignore_index=IGNORE_INDEX,
                 keep_ignore=config.keep_ignore, os_thresh=config.os_thresh, op_thresh=config.op_thresh,
                 allow_empty=config.allow_empty)
-    rec = res.records
-    dets = []
-    for k, src in enumerate(sample[masks_field].detections):
-        d = src.copy()
-        cid = int(rec["class_id"][k])
-        selected = bool(rec["selected"][k])
-        # a taken mask shows its class; the others their reason ("rejected", "background", ...)
-        d.label = targets.get(cid, str(cid)) if selected and cid >= 0 else str(rec["reason"][k])
-        d["selected"] = selected
-        d["class_id"] = cid
-        d["class_name"] = targets.get(cid, str(cid)) if cid >= 0 else None  # a rejected mask names its class
-        d["o_s"] = float(rec["o_s"][k])
-        d["o_p"] = float(rec["o_p"][k])
-        d["reason"] = str(rec["reason"][k])
-        d["source_id"] = src.id
-        dets.append(d)
-    return np.asarray(res.labels, dtype=np.uint8), fo.Detections(detections=dets)
+    return np.asarray(res.labels, dtype=np.uint8)
 
 
 @runs.recorded

@@ -21,6 +21,14 @@ from . import raw
 from .rows import row_shape
 
 
+def check_seed(seed: np.ndarray, num_classes: int, field: str) -> None:
+    """SeplError when the (H, W) uint8 ``seed`` holds classes outside its ``num_classes`` targets (255 allowed)."""
+    bad = [int(v) for v in np.unique(seed) if v >= num_classes and v != IGNORE_INDEX]
+    if bad:
+        raise SeplError(f"seed '{field}' holds classes {bad[:10]} that are not in its "
+                        f"{num_classes} mask targets", hint="fix the seeds or the field's mask targets")
+
+
 def stored_crops(mdoc: Optional[dict], field: str, shape: Tuple[int, int]):
     """The instance masks of a stored ``fo.Detections`` document as ``sepl.cropped.CroppedMasks``
     (boxes + crops, as FiftyOne stores them): the merge reads only the boxes, never full planes."""
@@ -62,10 +70,7 @@ class RefineJob:
         shape = row_shape(row)
         seed = raw.label_map(fields.get(self.seed_field), self.seed_field, shape)
         n = len(self.targets)
-        bad = [int(v) for v in np.unique(seed) if v >= n and v != IGNORE_INDEX]
-        if bad:
-            raise SeplError(f"seed '{self.seed_field}' holds classes {bad[:10]} that are not in its "
-                            f"{n} mask targets", hint="fix the seeds or the field's mask targets")
+        check_seed(seed, n, self.seed_field)
         mdoc = fields.get(self.masks_field)
         masks = stored_crops(mdoc, self.masks_field, shape)
         res = merge(seed, masks, mode=self.mode, num_classes=n, ignore_index=IGNORE_INDEX,

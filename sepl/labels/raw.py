@@ -21,6 +21,11 @@ from bson import ObjectId
 
 from ..errors import SeplError
 
+try:  # zlib-ng inflates the same streams ~2x faster (identical bytes: inflate is defined by the stream)
+    from zlib_ng.zlib_ng import decompress as _inflate
+except ImportError:  # pragma: no cover - a platform without its wheel: the standard library
+    _inflate = zlib.decompress
+
 
 def encode_array(array: np.ndarray) -> bytes:
     """FiftyOne's serialisation of an array (``fiftyone.core.utils.serialize_numpy_array``)."""
@@ -46,9 +51,10 @@ def decode_array(data: bytes) -> np.ndarray:
 
     The .npy header is parsed here (``np.load`` spends ~0.1 ms per array in
     ``ast.literal_eval``, a third of refine's time on 100-mask samples); headers of another
-    form fall back to ``np.load``.
+    form fall back to ``np.load``. Decompression uses zlib-ng when installed (a dependency of
+    sepl; same bytes, about twice as fast as the standard library's zlib).
     """
-    buf = zlib.decompress(data)
+    buf = _inflate(data)
     if buf[:6] == b"\x93NUMPY" and buf[6] == 1:
         n = int.from_bytes(buf[8:10], "little")
         head = _parse_header(buf[10:10 + n])

@@ -8,7 +8,8 @@ in a pseudo-label) count as "no class": a miss for the GT class, a hit for none.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+import threading
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -21,6 +22,79 @@ def _as_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
+_scratch = threading.local()
+
+
+def _bool_scratch(n: int) -> np.ndarray:
+    """A reused (n,) bool buffer of this thread: large temporaries cost page faults per call
+    (fresh memory from the OS), more than the comparisons that fill them."""
+    buf = getattr(_scratch, "buf", None)
+    if buf is None or buf.size < n:
+        buf = _scratch.buf = np.empty(max(n, 1 << 18), bool)
+    return buf[:n]
+
+
+def pair_counts(gt: np.ndarray, pred: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """The (GT, prediction) value pairs of two uint8 maps of one shape and their pixel counts:
+    ``(codes, counts)``, (U,) int64 each, codes ``gt << 8 | pred`` ascending and distinct.
+
+    Label maps are piecewise constant: pairs are counted per run of equal pairs along the
+    flattened maps (a few thousand runs on a 375x500 VOC image instead of 187,500 pixels),
+    several times faster than a bincount of every pixel; the whole-array ufuncs release the
+    GIL, so evaluation scores on threads. Maps with many short runs are counted per pixel.
+    """
+    g, p = gt.reshape(-1), pred.reshape(-1)
+    n = g.size
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    change = np.not_equal(g[1:], g[:-1], out=_bool_scratch(2 * n)[:n - 1])
+    other = np.not_equal(p[1:], p[:-1], out=_bool_scratch(2 * n)[n:2 * n - 1])
+    np.bitwise_or(change, other, out=change)
+    starts = np.flatnonzero(change)
+    if starts.size > n // 8:  # noisy maps: runs would cost more than they save
+        h = np.bincount((g.astype(np.int64) << 8) | p, minlength=65536)
+        codes = np.flatnonzero(h)
+        return codes, h[codes]
+    starts += 1
+    first = np.concatenate(([0], starts))
+    lengths = np.diff(first, append=n)
+    gv, pv = g[first], p[first]
+    # count in the dense space of the values present (a few of 256 each): no sort, and no
+    # 65536-cell histogram to allocate and scan
+    g_vals, p_vals = _present(gv), _present(pv)
+    g_idx, p_idx = np.zeros(256, np.intp), np.zeros(256, np.intp)
+    g_idx[g_vals] = np.arange(g_vals.size)
+    p_idx[p_vals] = np.arange(p_vals.size)
+    dense = np.bincount(g_idx[gv] * p_vals.size + p_idx[pv], weights=lengths, minlength=g_vals.size * p_vals.size)
+    cells = np.flatnonzero(dense)
+    codes = (g_vals[cells // p_vals.size] << 8) | p_vals[cells % p_vals.size]
+    return codes, dense[cells].astype(np.int64)
+
+
+def _present(values: np.ndarray) -> np.ndarray:
+    """(V,) int64 ascending distinct values of a uint8 array."""
+    seen = np.zeros(256, bool)
+    seen[values] = True
+    return np.flatnonzero(seen)
+
+
+def pair_matrix(codes: np.ndarray, counts: np.ndarray, num_classes: int, ignore_index: int,
+                name=None) -> np.ndarray:
+    """The (C, C+1) int64 counts of ``_counts`` from ``pair_counts``' output: GT pixels of
+    ``ignore_index`` left out, predictions outside 0..C-1 in column C; a SeplError for GT
+    values outside 0..C-1."""
+    c = num_classes
+    g, p = codes >> 8, codes & 255
+    keep = g != ignore_index
+    g, p, counts = g[keep], p[keep], counts[keep]
+    if g.size and int(g[-1]) >= c:  # codes ascend, so the largest GT value is last
+        bad = np.unique(g[g >= c])
+        raise SeplError(f"ground truth has values {bad[:10].tolist()} outside 0..{c - 1} (ignore {ignore_index})",
+                        hint="pass the right --num-classes / ignore_index", sample=name)
+    p = np.minimum(p, c)
+    return np.bincount(g * (c + 1) + p, weights=counts, minlength=c * (c + 1)).astype(np.int64).reshape(c, c + 1)
+
+
 def _counts(pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore_index: int, name=None) -> np.ndarray:
     """(C, C+1) counts of (gt, pred) pairs over the non-ignored pixels; column C holds
     predictions outside 0..C-1."""
@@ -29,22 +103,8 @@ def _counts(pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore_index: in
                         hint="both label maps must come from the same image size", sample=name)
     c = num_classes
     if gt.dtype == np.uint8 and pred.dtype == np.uint8:
-        # fast path for PNG label maps: one 256x256 histogram of (gt << 8 | pred)
-        codes = gt.astype(np.intp).reshape(-1)
-        codes <<= 8
-        codes |= pred.reshape(-1)
-        h = np.bincount(codes, minlength=65536).reshape(256, 256)
-        if 0 <= ignore_index < 256:
-            h[ignore_index] = 0
-        if c < 256 and h[c:].any():
-            bad = np.flatnonzero(h[c:].sum(1)) + c
-            raise SeplError(f"ground truth has values {bad[:10].tolist()} outside 0..{c - 1} (ignore {ignore_index})",
-                            hint="pass the right --num-classes / ignore_index", sample=name)
-        m = np.zeros((c, c + 1), np.int64)
-        k = min(c, 256)
-        m[:k, :k] = h[:k, :k]
-        m[:k, c] = h[:k, k:].sum(1)
-        return m
+        # fast path for PNG label maps: counted per run of equal (gt, pred) pairs
+        return pair_matrix(*pair_counts(gt, pred), c, ignore_index, name)
     gt = gt.reshape(-1)
     pred = pred.reshape(-1)
     valid = gt != ignore_index

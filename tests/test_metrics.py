@@ -94,3 +94,73 @@ def test_boundary_fscore():
     band = gt.copy()
     band[9:31, 9:31][(np.pad(np.ones((20, 20)), 1) == 0)] = 255
     assert boundary_fscore(gt, band, tolerance=2)["f"] == 1.0
+
+
+def _blocky(rng, shape, values, blocks):
+    """A piecewise-constant uint8 map: ``blocks`` random rectangles of random values."""
+    m = np.full(shape, rng.choice(values), np.uint8)
+    for _ in range(blocks):
+        y0, x0 = rng.integers(0, shape[0]), rng.integers(0, shape[1])
+        y1, x1 = rng.integers(y0, shape[0] + 1), rng.integers(x0, shape[1] + 1)
+        m[y0:y1, x0:x1] = rng.choice(values)
+    return m
+
+
+def test_pair_counts_equal_per_pixel_bincount(rng):
+    from sepl.metrics import pair_counts
+
+    for trial in range(60):
+        shape = (int(rng.integers(1, 40)), int(rng.integers(1, 60)))
+        values = [0, 1, 2, 3, 20, 255]
+        if trial % 3 == 2:  # noisy maps take the per-pixel branch
+            gt, pred = (rng.choice(values, shape).astype(np.uint8) for _ in range(2))
+        else:
+            gt, pred = _blocky(rng, shape, values, 6), _blocky(rng, shape, values, 6)
+        ref = np.bincount((gt.astype(np.int64) * 256 + pred).ravel(), minlength=65536)
+        codes, counts = pair_counts(gt, pred)
+        assert codes.tolist() == np.flatnonzero(ref).tolist() and counts.tolist() == ref[codes].tolist()
+    assert all(a.size == 0 for a in pair_counts(np.zeros((0, 3), np.uint8), np.zeros((0, 3), np.uint8)))
+
+
+def test_score_pair_uint8_path_equals_general_path(rng):
+    """ScorePair's one-pass path for uint8 maps gives the counts and errors of the
+    general (any integer dtype) path, with and without a name lookup."""
+    from sepl.labels.raw import encode_array
+    from sepl.labels.scoring import ScorePair
+
+    def row(gt, pred):
+        return {"fields": {"gt": {"_cls": "Segmentation", "mask": encode_array(gt)},
+                           "pred": {"_cls": "Segmentation", "mask": encode_array(pred)}}}
+
+    def outcome(job, r):
+        try:
+            return job(r).tolist()
+        except SeplError as e:
+            return e.message
+
+    lut = np.arange(256)
+    lut[[1, 2]] = [2, 1]
+    seen = set()
+    for trial in range(80):
+        values = [0, 1, 2, 3, 255] + ([7] if trial % 4 == 0 else [])  # 7: outside the classes
+        gt = _blocky(rng, (30, 40), values if trial % 5 == 0 else [0, 1, 2, 3, 255], 5)
+        pred = _blocky(rng, (30, 40), values, 5)
+        for table in (None, lut):
+            job = ScorePair("pred", "gt", 4, 255, table)
+            fast, general = outcome(job, row(gt, pred)), outcome(job, row(gt.astype(np.int32), pred.astype(np.int32)))
+            assert fast == general
+            seen.add(type(fast))
+    assert seen == {list, str}  # both counts and refusals were compared
+
+
+def test_sample_scores_equal_confusion_matrix(rng):
+    from sepl.labels.scoring import sample_scores
+
+    for _ in range(30):
+        gt, pred = _blocky(rng, (20, 30), [0, 1, 2, 255], 4), _blocky(rng, (20, 30), [0, 1, 3, 255], 4)
+        cm = ConfusionMatrix(5).update(pred, gt)
+        miou, ious, cells = sample_scores(cm._m, 5)
+        iou = cm.iou()
+        assert ious == {c: float(iou[c]) for c in np.flatnonzero(~np.isnan(iou))}
+        assert miou == cm.present_miou() or (np.isnan(miou) and np.isnan(cm.present_miou()))
+        assert cells.tolist() == [[i, j, int(cm.matrix[i, j])] for i, j in np.argwhere(cm.matrix)]

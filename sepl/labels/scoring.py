@@ -8,12 +8,13 @@ so evaluation runs on all cores with the same counts.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
 from ..classes import IGNORE_INDEX
 from ..errors import SeplError
+from ..metrics import ConfusionMatrix, pair_counts, pair_matrix
 from . import raw
 
 
@@ -61,10 +62,11 @@ class ScorePair:
     pred_lut: Optional[np.ndarray] = None  # prediction value -> GT class (match by name)
 
     def __call__(self, row: Dict[str, Any]) -> np.ndarray:
-        from ..metrics import ConfusionMatrix
-
         gt = stored_map(row["fields"].get(self.gt_field))
         pred = stored_map(row["fields"].get(self.pred_field))
+        if gt is not None and pred is not None and gt.shape == pred.shape \
+                and gt.dtype == np.uint8 and pred.dtype == np.uint8:
+            return self._from_pairs(*pair_counts(gt, pred))
         lut = self.pred_lut
         if lut is not None and pred is not None and pred.size and int(pred.max()) < len(lut):
             pred = lut[pred].astype(pred.dtype, copy=False)  # values beyond the table: check_pair reports them
@@ -77,3 +79,33 @@ class ScorePair:
         except SeplError as e:  # GT values outside the classes
             raise SeplError(f"'{self.gt_field}': {e.message}")
         return cm._m
+
+    def _from_pairs(self, codes: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """uint8 maps (PNG-like, the common case): every check and count from one pass over
+        the pixels, the distinct (GT, prediction) pairs."""
+        if self.pred_lut is not None:
+            codes = (codes & ~255) | self.pred_lut[codes & 255]
+        c = self.num_classes
+        pred = codes & 255
+        bad = sorted({v for v in pred[pred >= c].tolist() if v != self.ignore_index})
+        if bad:
+            raise SeplError(f"'{self.pred_field}' holds classes {bad[:10]} not in the {c} mask targets")
+        try:
+            return pair_matrix(codes, counts, c, self.ignore_index)
+        except SeplError as e:  # GT values outside the classes
+            raise SeplError(f"'{self.gt_field}': {e.message}")
+
+
+def sample_scores(counts: np.ndarray, num_classes: int) -> Tuple[float, Dict[int, float], np.ndarray]:
+    """One sample's figures from its (C, C+1) counts: (mIoU over the classes present in its GT
+    or prediction, NaN if none; {class: IoU} of those classes; (K, 3) int64 [GT class,
+    predicted class, pixels] of its non-zero (C, C) cells), as ``ConfusionMatrix``."""
+    m = counts[:, :num_classes]
+    tp = np.diagonal(m)
+    union = counts.sum(1) + m.sum(0) - tp
+    present = np.flatnonzero(union > 0)
+    iou = tp[present] / union[present]
+    cells = np.argwhere(m)
+    cells = np.column_stack([cells, m[cells[:, 0], cells[:, 1]]])
+    miou = float(iou.mean()) if present.size else float("nan")
+    return miou, dict(zip(present.tolist(), iou.tolist())), cells

@@ -81,6 +81,36 @@ def read_rows(view, ids: Sequence[str], fields: Sequence[str]) -> List[Dict[str,
     return rows
 
 
+def _row(doc: Dict[str, Any], fields: Sequence[str]) -> Dict[str, Any]:
+    md = doc.get("metadata") or {}
+    shape = (int(md["height"]), int(md["width"])) if md.get("height") and md.get("width") else None
+
+    def get(path):
+        value = doc
+        for part in path.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        return value
+
+    return {"id": str(doc["_id"]), "filepath": doc.get("filepath"), "shape": shape,
+            "fields": {f: get(f) for f in fields}}
+
+
+def iter_rows(view, fields: Sequence[str], chunk_size: int = DEFAULT_CHUNK):
+    """Lists of at most ``chunk_size`` rows of every sample of ``view``, in the view's order,
+    from one database cursor (for steps that read every sample: no id list, no per-chunk
+    query; memory stays bounded by the chunk)."""
+    project = {"_id": 1, "filepath": 1, "metadata.height": 1, "metadata.width": 1}
+    project.update({f: 1 for f in fields})
+    chunk: List[Dict[str, Any]] = []
+    for doc in view._aggregate(pipeline=[{"$project": project}]):
+        chunk.append(_row(doc, fields))
+        if len(chunk) == chunk_size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 # ---------------------------------------------------------------------------------------
 # writing
 

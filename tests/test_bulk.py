@@ -79,6 +79,26 @@ def test_raw_documents_are_what_fiftyone_stores(rng):
         raw.label_map(None, "seeds")
 
 
+def test_zlib_ng_decodes_what_fiftyone_stores(rng):
+    """Masks are inflated with zlib-ng: the arrays equal FiftyOne's own deserialisation (the
+    standard library's zlib), for label maps, bool crops and other dtypes and orders."""
+    import zlib
+
+    from fiftyone.core.utils import deserialize_numpy_array, serialize_numpy_array
+
+    from sepl.labels import raw
+
+    assert raw._inflate is not zlib.decompress  # the dependency is installed, so it is used
+    arrays = [rng.integers(0, 21, (37, 50)).astype(np.uint8), rng.random((20, 9)) > 0.5,
+              np.asfortranarray(rng.integers(0, 9, (6, 7)).astype(np.int32)), np.zeros((0, 5), bool),
+              np.repeat(np.arange(250, dtype=np.uint8), 900).reshape(375, 600)]
+    for a in arrays:
+        data = serialize_numpy_array(a)
+        ours, theirs = raw.decode_array(data), deserialize_numpy_array(data)
+        assert ours.dtype == theirs.dtype and np.array_equal(ours, theirs)
+        assert raw._inflate(data) == zlib.decompress(data)
+
+
 def test_refine_same_outputs_for_1_and_2_workers_and_any_chunk(dataset):
     from sepl.fo import refine
     from sepl.fo.convert import load_label_map, load_masks

@@ -133,8 +133,22 @@ def _from_doc(value: Any) -> Any:
     if isinstance(value, dict) and "_cls" in value:
         cls = _label_class(value["_cls"])
         if cls is not None:
-            return cls._from_son(value)
+            return cls._from_son(_decoded(value))
     return value
+
+
+def _decoded(doc: Dict[str, Any]) -> Dict[str, Any]:
+    """A label document with its masks as (writable) arrays: FiftyOne would decode them with
+    ``np.load``, a third of the cost of building 100 detections for a held sample."""
+    from ..labels.raw import decode_array
+
+    def arrays(d):
+        mask = d.get("mask")
+        return dict(d, mask=decode_array(mask).copy()) if isinstance(mask, bytes) else d
+
+    if isinstance(doc.get("detections"), list):
+        return dict(doc, detections=[arrays(d) if isinstance(d, dict) else d for d in doc["detections"]])
+    return arrays(doc)
 
 
 class BulkWriter:

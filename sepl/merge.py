@@ -188,17 +188,15 @@ def merge(
 
 
 def _ratios(inter, area, b):
-    with np.errstate(divide="ignore", invalid="ignore"):
-        o_s = np.where(area[:, None] > 0, inter / np.maximum(area[:, None], 1), 0.0)
-        o_p = np.where(b[None] > 0, inter / np.maximum(b[None], 1), 0.0)
-    return o_s, o_p
+    # inter is 0 wherever area or b is: dividing by max(., 1) gives the 0 the ratio is defined as
+    return inter / np.maximum(area, 1)[:, None], inter / np.maximum(b, 1)[None]
 
 
 def _official(stack, flat, counts, c, os_thresh, op_thresh):
     n = stack.n
     classes = [v for v in range(1, c) if counts[v]]
     cls = np.array(classes, np.int64)
-    planes = [stack.bits(flat == v) for v in classes]  # the CAM regions as packed words
+    planes = [stack.value_bits(flat, v) for v in classes]  # the CAM regions as packed words
     inter = stack.inters(planes)  # (N, K): only the classes present compete
     area = stack.area()  # after inters: the crops kernel packs the masks it reads first
     if not classes:  # no CAM region: nothing claims, the records show class 1's zero overlap
@@ -245,7 +243,7 @@ def _paper(stack, flat, counts, c, os_thresh, op_thresh, fallback):
     # so the kernel only reads the masks where the seed is not background
     classes = [v for v in range(1, c) if counts[v]]
     others = [v for v in np.flatnonzero(counts).tolist() if v >= c]  # the ignore value
-    planes = [stack.bits(flat == v) for v in classes + others]
+    planes = [stack.value_bits(flat, v) for v in classes + others]
     both = stack.inters(planes)
     area = stack.area()
     inter = np.zeros((n, c), np.int64)
@@ -308,11 +306,13 @@ def _paint(painted: Dict[int, np.ndarray], v: int, bits: np.ndarray) -> None:
         painted[v] = bits.copy()
 
 
+_REASONS = (REASON_EMPTY, REASON_BOTH, REASON_OS, REASON_OP, REASON_REJECTED, REASON_NO_OVERLAP)
+
+
 def _reasons(selected, pass_s, pass_p, area, overlaps) -> List[str]:
     codes = np.where(area == 0, 0, np.where(selected, np.where(pass_s & pass_p, 1, np.where(pass_s, 2, 3)),
                                             np.where(overlaps, 4, 5)))
-    names = np.array([REASON_EMPTY, REASON_BOTH, REASON_OS, REASON_OP, REASON_REJECTED, REASON_NO_OVERLAP])
-    return names[codes].tolist()
+    return [_REASONS[k] for k in codes.tolist()]
 
 
 # ---------------------------------------------------------------------------------------
@@ -529,6 +529,10 @@ class _Masks:
     def bits(self, pixels: np.ndarray) -> np.ndarray:
         """(HW,) bool -> (ceil(HW / 64),) uint64 words, the layout of the packed masks."""
         return _pack(np.asarray(pixels, bool)[None])[0]
+
+    def value_bits(self, flat: np.ndarray, v: int) -> np.ndarray:
+        """Words of the pixels where the (HW,) label map ``flat`` is v."""
+        return self.bits(flat == v)
 
     def unpack(self, words: np.ndarray) -> np.ndarray:
         """Words (``bits``) -> (HW,) bool."""

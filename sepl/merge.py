@@ -6,14 +6,15 @@ Two modes (see ``merge``):
   ``merge/max_iou_imp2.py``) computes, in its order-free vectorised form.
 - ``"paper"``: the paper's assignment-then-selection with deterministic rules.
 
-Masks are read once into a kernel that answers a few reductions (areas, mask/class
-intersections, unions); the decisions are made on the small (N, C) statistics, and the only
-Python loops run over the masks once and over the few classes present in an image. Two kernels
-give identical results:
+Masks are read once into a kernel that packs them to 64-bit words and answers a few
+reductions (areas, mask/class intersections, unions as words); the decisions are made on the
+small (N, K) statistics of the K classes present, the label map is composed on words and
+unpacked once per label, and the only Python loops run over the masks and over the few classes
+present in an image. Two kernels give identical results:
 
 - ``"crops"`` (``sepl.cropped``): masks as boxes + crops (``CroppedMasks``, FiftyOne's
   instance-mask layout), packed to bits word-aligned with the image; it reads each mask's
-  box only (and only where the seed is not background). The default for ``CroppedMasks``.
+  box only. The default for ``CroppedMasks``.
 - ``"planes"``: an (N, H*W) stack packed to bits. The default for full-plane inputs
   (stacks, lists, RLE); torch tensors on a CUDA device are processed on that device.
 """

@@ -6,14 +6,15 @@ Two modes (see ``merge``):
   ``merge/max_iou_imp2.py``) computes, in its order-free vectorised form.
 - ``"paper"``: the paper's assignment-then-selection with deterministic rules.
 
-Masks are read once into a kernel that answers a few reductions (areas, mask/class
-intersections, unions); the decisions are made on the small (N, C) statistics, and the only
-Python loops run over the masks once and over the few classes present in an image. Two kernels
-give identical results:
+Masks are read once into a kernel that packs them to 64-bit words and answers a few
+reductions (areas, mask/class intersections, unions as words); the decisions are made on the
+small (N, K) statistics of the K classes present, the label map is composed on words and
+unpacked once per label, and the only Python loops run over the masks and over the few classes
+present in an image. Two kernels give identical results:
 
 - ``"crops"`` (``sepl.cropped``): masks as boxes + crops (``CroppedMasks``, FiftyOne's
   instance-mask layout), packed to bits word-aligned with the image; it reads each mask's
-  box only (and only where the seed is not background). The default for ``CroppedMasks``.
+  box only. The default for ``CroppedMasks``.
 - ``"planes"``: an (N, H*W) stack packed to bits. The default for full-plane inputs
   (stacks, lists, RLE); torch tensors on a CUDA device are processed on that device.
 """
@@ -164,11 +165,10 @@ def merge(
 
     flat = seed_np.reshape(-1)
     counts, c = _seed_counts(flat, num_classes, ignore_index, name)
-    fg_pix = (flat >= 1) & (flat < c)
     if mode == "official":
-        records, out = _official(stack, flat, fg_pix, counts, c, os_thresh, op_thresh)
+        records, out = _official(stack, flat, counts, c, os_thresh, op_thresh)
     else:
-        records, out = _paper(stack, flat, fg_pix, counts, c, os_thresh, op_thresh, fallback)
+        records, out = _paper(stack, flat, counts, c, os_thresh, op_thresh, fallback)
     if keep_ignore and 0 <= ignore_index < counts.size and counts[ignore_index]:
         ign = flat == ignore_index
         sel = stack.union(np.flatnonzero(records["selected"]))
@@ -189,62 +189,63 @@ def merge(
 
 
 def _ratios(inter, area, b):
-    with np.errstate(divide="ignore", invalid="ignore"):
-        o_s = np.where(area[:, None] > 0, inter / np.maximum(area[:, None], 1), 0.0)
-        o_p = np.where(b[None] > 0, inter / np.maximum(b[None], 1), 0.0)
-    return o_s, o_p
+    # inter is 0 wherever area or b is: dividing by max(., 1) gives the 0 the ratio is defined as
+    return inter / np.maximum(area, 1)[:, None], inter / np.maximum(b, 1)[None]
 
 
-def _official(stack, flat, fg_pix, counts, c, os_thresh, op_thresh):
+def _official(stack, flat, counts, c, os_thresh, op_thresh):
     n = stack.n
     classes = [v for v in range(1, c) if counts[v]]
-    inter = np.zeros((n, c), np.int64)
-    inter[:, classes] = stack.inters([flat == v for v in classes])
-    area = stack.area()  # after inters: the crops kernel gets most areas from its packing
-    b = counts[:c]
-    o_s, o_p = _ratios(inter, area, b)
-    live = (b > 0)[None] & (np.arange(c) >= 1)[None]
-    pass_s = (o_s > os_thresh) & live
-    pass_p = (o_p >= op_thresh) & live
+    cls = np.array(classes, np.int64)
+    planes = [stack.value_bits(flat, v) for v in classes]  # the CAM regions as packed words
+    inter = stack.inters(planes)  # (N, K): only the classes present compete
+    area = stack.area()  # after inters: the crops kernel packs the masks it reads first
+    if not classes:  # no CAM region: nothing claims, the records show class 1's zero overlap
+        inter, cls = np.zeros((n, 1), np.int64), np.ones(1, np.int64)
+    o_s, o_p = _ratios(inter, area, counts[cls])
+    pass_s = (o_s > os_thresh) & bool(classes)
+    pass_p = (o_p >= op_thresh) & bool(classes)
     crit = pass_s | pass_p
     claimed = crit.any(1)
-    first = np.argmax(crit, axis=1)  # the lowest class index that passes
-    best = np.argmax(np.where(live, inter, -1), axis=1)  # for the record of unclaimed masks
-    col = np.where(claimed, first, best)
+    # the lowest class that passes; for the record of unclaimed masks the one overlapped most
+    col = np.where(claimed, np.argmax(crit, axis=1), np.argmax(inter, axis=1))
     rows = np.arange(n)
-    class_id = np.where(claimed, first, -1).astype(np.int64)
-    reason = _reasons(claimed, pass_s[rows, col], pass_p[rows, col], area, inter[:, 1:].sum(1) > 0)
+    class_id = np.where(claimed, cls[col], -1)
+    reason = _reasons(claimed, pass_s[rows, col], pass_p[rows, col], area, inter.any(1))
+    o_s, o_p = o_s[rows, col], o_p[rows, col]
 
-    # key = owner class, or c ("+inf") for masks no class claims; maxkey/selmax per pixel
+    # key = owner class, or c ("+inf") for masks no class claims. Class v keeps its CAM pixels
+    # not covered by a mask of key >= v (one still unclaimed when v was processed); elsewhere
+    # the highest class claiming a covering mask paints. Only masks over CAM pixels matter.
+    touch = inter.any(1)
     key = np.where(claimed, class_id, c)
-    maxkey = np.zeros(flat.shape, np.uint8 if c < 256 else np.int32)  # 0 = no mask
-    selmax = np.zeros(flat.shape, np.uint8)
-    touch = inter[:, 1:].any(1)  # covers a CAM pixel: the others cannot change ``cam`` below
-    fg_box = getattr(stack, "region", None)  # the CAM pixels' box (crops kernel)
-    for g in np.unique(key).tolist():  # ascending: a larger key overwrites, i.e. the max
-        # unclaimed masks only act on CAM pixels: their union is needed only in the CAM's box
-        union = stack.union(np.flatnonzero((key == g) & touch), within=fg_box if g == c else None)
-        if union is None:
-            continue
-        # 0/1 arithmetic instead of copyto(where=): branch-free, 10-50x faster on ragged masks
-        paint = np.multiply(union.view(np.uint8), g, dtype=maxkey.dtype)
-        np.maximum(maxkey, paint, out=maxkey)
+    unions = {g: stack.union_bits(np.flatnonzero((key == g) & touch)) for g in np.unique(key[touch]).tolist()}
+    cams, cover = [], None
+    keys = sorted(unions, reverse=True)
+    for v, p in reversed(list(zip(classes, planes))):
+        while keys and keys[0] >= v:
+            u = unions[keys.pop(0)]
+            cover = u.copy() if cover is None else np.bitwise_or(cover, u, out=cover)
+        cams.append((v, p if cover is None else p & ~cover))
+    painted: Dict[int, np.ndarray] = {}
+    for g in sorted(unions):  # ascending: a higher class overwrites
         if g < c:
-            np.maximum(selmax, paint, out=selmax, casting="unsafe")
-    cam = fg_pix & (flat > maxkey)  # CAM kept where no mask still unclaimed at its class lies
-    out = np.maximum(selmax, np.multiply(flat, cam, dtype=np.uint8, casting="unsafe"))
-    records = dict(class_id=class_id, o_s=o_s[rows, col], o_p=o_p[rows, col], area=area,
-                   selected=claimed, reason=reason)
+            _paint(painted, g, unions[g])
+    for v, cam in cams:  # disjoint, and no mask of a class >= v lies there
+        _paint(painted, v, cam)
+    out = stack.labels(list(painted.items()))
+    records = dict(class_id=class_id, o_s=o_s, o_p=o_p, area=area, selected=claimed, reason=reason)
     return records, out
 
 
-def _paper(stack, flat, fg_pix, counts, c, os_thresh, op_thresh, fallback):
+def _paper(stack, flat, counts, c, os_thresh, op_thresh, fallback):
     n = stack.n
     # background competes; its overlap is what the other seed values leave of each mask,
     # so the kernel only reads the masks where the seed is not background
     classes = [v for v in range(1, c) if counts[v]]
     others = [v for v in np.flatnonzero(counts).tolist() if v >= c]  # the ignore value
-    both = stack.inters([flat == v for v in classes + others])
+    planes = [stack.value_bits(flat, v) for v in classes + others]
+    both = stack.inters(planes)
     area = stack.area()
     inter = np.zeros((n, c), np.int64)
     inter[:, classes] = both[:, :len(classes)]
@@ -269,37 +270,50 @@ def _paper(stack, flat, fg_pix, counts, c, os_thresh, op_thresh, fallback):
     reason = _reasons(selected, pass_s, pass_p, area, has)
     reason = [REASON_BACKGROUND if bg else r for bg, r in zip(is_bg.tolist(), reason)]
 
-    out = np.multiply(flat, fg_pix, dtype=np.uint8, casting="unsafe")  # values < c <= 255
     sel_rows = np.flatnonzero(selected)
-    # only masks over CAM pixels can clear one (``out`` is 0 elsewhere); selected ones all do
-    covered = stack.union(np.flatnonzero(inter[:, 1:].any(1)) if fallback == "unmasked" else sel_rows,
-                          within=getattr(stack, "region", None))  # a box holding every CAM pixel
-    if covered is not None:
-        np.multiply(out, ~covered, out=out)
+    # the CAM label where no mask (``fallback``) lies; only masks over CAM pixels can clear one
+    covered = stack.union_bits(np.flatnonzero(inter[:, 1:].any(1)) if fallback == "unmasked" else sel_rows)
+    painted = {v: p.copy() if covered is None else p & ~covered for v, p in zip(classes, planes)}
     # paint each class's selected union; where unions of different classes overlap, the
     # smallest covering mask wins (equal areas: the lower class)
-    hits = np.zeros(flat.shape, np.uint8)
+    seen = clash = None
     for v in np.unique(class_id[sel_rows]).tolist():
-        union = stack.union(sel_rows[class_id[sel_rows] == v])
-        # out = v where union, else out; 0/1 arithmetic (copyto(where=) branches per pixel)
-        np.multiply(out, ~union, out=out)
-        out += np.multiply(union.view(np.uint8), v, dtype=np.uint8)
-        hits += union
-    clash = np.flatnonzero(hits > 1)
-    if clash.size:
+        union = stack.union_bits(sel_rows[class_id[sel_rows] == v])
+        if seen is None:
+            seen, clash = union.copy(), np.zeros_like(union)
+        else:
+            np.bitwise_or(clash, seen & union, out=clash)
+            np.bitwise_or(seen, union, out=seen)
+        _paint(painted, v, union)
+    out = stack.labels(list(painted.items()))
+    if clash is not None and clash.any():
+        clash_px = np.flatnonzero(stack.unpack(clash))
         order = sel_rows[np.lexsort((-class_id[sel_rows], -area[sel_rows]))]  # paint order
         rank = np.arange(1, order.size + 1)
-        win = stack.max_key(order, rank, clash)
-        out[clash] = class_id[order][win - 1]
+        win = stack.max_key(order, rank, clash_px)
+        out[clash_px] = class_id[order][win - 1]
     records = dict(class_id=class_id, o_s=o_s, o_p=o_p, area=area, selected=selected, reason=reason)
     return records, out
+
+
+def _paint(painted: Dict[int, np.ndarray], v: int, bits: np.ndarray) -> None:
+    """Label v over ``bits`` in a map of disjoint label -> words (``bits`` is not kept)."""
+    clear = ~bits
+    for words in painted.values():
+        np.bitwise_and(words, clear, out=words)
+    if v in painted:
+        np.bitwise_or(painted[v], bits, out=painted[v])
+    else:
+        painted[v] = bits.copy()
+
+
+_REASONS = (REASON_EMPTY, REASON_BOTH, REASON_OS, REASON_OP, REASON_REJECTED, REASON_NO_OVERLAP)
 
 
 def _reasons(selected, pass_s, pass_p, area, overlaps) -> List[str]:
     codes = np.where(area == 0, 0, np.where(selected, np.where(pass_s & pass_p, 1, np.where(pass_s, 2, 3)),
                                             np.where(overlaps, 4, 5)))
-    names = np.array([REASON_EMPTY, REASON_BOTH, REASON_OS, REASON_OP, REASON_REJECTED, REASON_NO_OVERLAP])
-    return names[codes].tolist()
+    return [_REASONS[k] for k in codes.tolist()]
 
 
 # ---------------------------------------------------------------------------------------
@@ -320,7 +334,7 @@ def _to_numpy(x: Any) -> np.ndarray:
 
 def _seed_counts(flat: np.ndarray, num_classes: Optional[int], ignore_index: int, name) -> Tuple[np.ndarray, int]:
     """Pixel counts per seed value (at least C + 1 entries) and C, validated."""
-    if flat.size and flat.dtype != bool and flat.min() < 0:
+    if flat.size and np.issubdtype(flat.dtype, np.signedinteger) and flat.min() < 0:
         raise SeplError(f"seed has negative value {int(flat.min())}", sample=name)
     counts = _value_counts(flat)
     values = np.flatnonzero(counts)
@@ -335,7 +349,7 @@ def _seed_counts(flat: np.ndarray, num_classes: Optional[int], ignore_index: int
                         hint="pass the right num_classes, or set ignore_index to the seed's unknown value",
                         sample=name)
     if counts.size < num_classes + 1:
-        counts = np.pad(counts, (0, num_classes + 1 - counts.size))
+        counts = np.concatenate([counts, np.zeros(num_classes + 1 - counts.size, np.int64)])
     return counts, num_classes
 
 
@@ -363,20 +377,24 @@ def _kernel(masks: Any, shape: Tuple[int, int], kernel: str, name):
 
 def _value_counts(flat: np.ndarray) -> np.ndarray:
     """``np.bincount(flat)`` (at least one entry) for a non-negative label map; for uint8 maps
-    it finds the few values present with a bit mask and counts each (3-5x faster)."""
+    it finds the few values present with a bit mask and counts each (5-10x faster)."""
     if flat.size == 0:
         return np.zeros(1, np.int64)
     if flat.dtype != np.uint8:
         return np.bincount(flat, minlength=1)
     # bit v set for each value v < 32 present (numpy defines 1 << v = 0 for v >= 32)
     low = int(np.bitwise_or.reduce(np.left_shift(np.uint32(1), flat, dtype=np.uint32)))
-    high = flat >= 32
-    rest = np.bincount(flat[high], minlength=1) if high.any() else np.zeros(1, np.int64)
+    if int(flat.max()) >= 32:
+        rest = np.bincount(flat[flat >= 32], minlength=1)
+    else:
+        rest = np.zeros(1, np.int64)
     counts = np.zeros(max(rest.size, low.bit_length(), 1), np.int64)
     counts[: rest.size] = rest
-    for v in range(min(32, low.bit_length())):
+    for v in range(1, min(32, low.bit_length())):
         if low >> v & 1:
             counts[v] = np.count_nonzero(flat == v)
+    if low & 1:  # zeros, usually the most pixels: what the other values leave
+        counts[0] = flat.size - counts.sum()
     return counts
 
 
@@ -509,24 +527,43 @@ class _Masks:
             return self.stack.sum(1).cpu().numpy().astype(np.int64)
         return np.bitwise_count(self.packed).sum(1, dtype=np.int64)
 
-    def inters(self, pixel_sets: List[np.ndarray]) -> np.ndarray:
-        """(N, K) |M_k & S_j| for K boolean (HW,) pixel sets."""
-        out = np.zeros((self.n, len(pixel_sets)), np.int64)
-        if self.n == 0 or not pixel_sets:
+    def bits(self, pixels: np.ndarray) -> np.ndarray:
+        """(HW,) bool -> (ceil(HW / 64),) uint64 words, the layout of the packed masks."""
+        return _pack(np.asarray(pixels, bool)[None])[0]
+
+    def value_bits(self, flat: np.ndarray, v: int) -> np.ndarray:
+        """Words of the pixels where the (HW,) label map ``flat`` is v."""
+        return self.bits(flat == v)
+
+    def unpack(self, words: np.ndarray) -> np.ndarray:
+        """Words (``bits``) -> (HW,) bool."""
+        return np.unpackbits(words.view(np.uint8), count=self.hw).view(bool)
+
+    def labels(self, painted: List[Tuple[int, np.ndarray]]) -> np.ndarray:
+        """(HW,) uint8 label map: value v on the pixels of words b, for disjoint (v, b) pairs."""
+        out = np.zeros(self.hw, np.uint8)
+        for v, b in painted:
+            out += np.multiply(np.unpackbits(b.view(np.uint8), count=self.hw), np.uint8(v))
+        return out
+
+    def inters(self, planes: List[np.ndarray]) -> np.ndarray:
+        """(N, K) |M_k & S_j| for K pixel sets given as words (``bits``)."""
+        out = np.zeros((self.n, len(planes)), np.int64)
+        if self.n == 0 or not planes:
             return out
         if self.torch:
             import torch
 
-            sets = torch.as_tensor(np.stack(pixel_sets, 1), device=self.stack.device, dtype=torch.float32)
+            sets = np.stack([self.unpack(p) for p in planes], 1)
+            sets = torch.as_tensor(sets, device=self.stack.device, dtype=torch.float32)
             # 0/1 products summed in float32 are exact below 2**24 pixels
             return (self.stack.float() @ sets).round().long().cpu().numpy()
-        for j, ps in enumerate(pixel_sets):
-            out[:, j] = np.bitwise_count(self.packed & _pack(ps[None])[0]).sum(1, dtype=np.int64)
+        for j, p in enumerate(planes):
+            out[:, j] = np.bitwise_count(self.packed & p).sum(1, dtype=np.int64)
         return out
 
-    def union(self, rows: np.ndarray, within=None) -> Optional[np.ndarray]:
-        """(HW,) bool union of the given masks, or None for no rows (``within``: see
-        ``CropKernel.union``; the full union is a valid answer)."""
+    def union_bits(self, rows: np.ndarray) -> Optional[np.ndarray]:
+        """Words (``bits``) of the union of the given masks, or None for no rows."""
         rows = np.asarray(rows)
         if rows.size == 0:
             return None
@@ -534,9 +571,13 @@ class _Masks:
             import torch
 
             idx = torch.as_tensor(rows, device=self.stack.device)
-            return self.stack.index_select(0, idx).any(0).cpu().numpy()
-        u = np.bitwise_or.reduce(self.packed[rows], axis=0)
-        return np.unpackbits(u.view(np.uint8), count=self.hw).view(bool)
+            return self.bits(self.stack.index_select(0, idx).any(0).cpu().numpy())
+        return np.bitwise_or.reduce(self.packed[rows], axis=0)
+
+    def union(self, rows: np.ndarray) -> Optional[np.ndarray]:
+        """(HW,) bool union of the given masks, or None for no rows."""
+        u = self.union_bits(rows)
+        return None if u is None else self.unpack(u)
 
     def max_key(self, rows: np.ndarray, keys: np.ndarray, pixels: np.ndarray) -> np.ndarray:
         """(P,) max of ``keys`` (>= 1) over the given masks covering each given pixel; 0 if none."""

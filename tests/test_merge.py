@@ -421,6 +421,41 @@ def test_crops_kernel_in_chunks(monkeypatch, rng):
     assert_same(merge(seed, masks, mode="official", kernel="planes"), merge(seed, masks, mode="official"))
 
 
+@settings(max_examples=100, deadline=None)
+@given(wide_scenes())
+def test_crop_kernel_reductions_in_any_call_order(scene):
+    """CropKernel == the full-plane kernel whatever is asked first: areas before intersections
+    (packing in mask order), a second intersection with other sets (packing again with those
+    sets' masks first), unions, unpacking and labels."""
+    from sepl.cropped import CropKernel
+    from sepl.merge import _Masks
+
+    seed, masks, c, r = scene
+    h, w = seed.shape
+    flat = seed.reshape(-1)
+    crops = loose_crops(np.random.default_rng(r), masks)
+    planes = _Masks(masks.reshape(len(masks), h * w), (h, w))
+    for area_first in (True, False):
+        kern = CropKernel(crops)
+        if area_first:
+            assert np.array_equal(kern.area(), planes.area())
+        for values in ([1], [2, 255], [0]):
+            got = kern.inters([kern.value_bits(flat, v) for v in values])
+            assert np.array_equal(got, planes.inters([planes.value_bits(flat, v) for v in values])), values
+        assert np.array_equal(kern.area(), planes.area())
+    rows = np.flatnonzero(np.arange(len(masks)) % 2 == 0)
+    if rows.size:
+        assert np.array_equal(kern.union(rows), planes.union(rows))
+        assert np.array_equal(kern.unpack(kern.union_bits(rows)), planes.unpack(planes.union_bits(rows)))
+    else:
+        assert kern.union_bits(rows) is None and planes.union(rows) is None
+    a, b = kern.value_bits(flat, 1), kern.value_bits(flat, 2)
+    pa, pb = planes.value_bits(flat, 1), planes.value_bits(flat, 2)
+    assert np.array_equal(kern.labels([(3, a), (9, b)]), planes.labels([(3, pa), (9, pb)]))
+    assert np.array_equal(kern.labels([(3, a), (9, b)]), np.where(flat == 1, 3, np.where(flat == 2, 9, 0)))
+    assert np.array_equal(kern.labels([]), np.zeros(h * w, np.uint8))
+
+
 def test_from_relative_maps_pixels_as_the_fiftyone_loader(rng):
     """CroppedMasks.from_relative == sepl.fo.convert.detections_to_masks on fo.Detections:
     rounding of relative boxes, clipping, boxes without a mask, crops of another size."""
@@ -487,8 +522,9 @@ def test_torch_kernel_paths_match_numpy(rng):
     sets = [rng.random(20 * 70) < 0.3, rng.random(20 * 70) < 0.1]
     a, t = _Masks(masks, (20, 70)), _Masks(torch.from_numpy(masks))
     assert t.torch and np.array_equal(a.area(), t.area())
-    assert np.array_equal(a.inters(sets), t.inters(sets))
-    rows = np.array([1, 4, 7])
-    assert np.array_equal(a.union(rows), t.union(rows, within=(0, 0, 5, 5)))
+    planes = [a.bits(s) for s in sets]
+    assert np.array_equal(a.inters(planes), t.inters(planes))
+    assert np.array_equal(a.union_bits(rows := np.array([1, 4, 7])), t.union_bits(rows))
+    assert np.array_equal(a.union(rows), t.union(rows))
     pixels = np.flatnonzero(masks[rows].any(0))[:50]
     assert np.array_equal(a.max_key(rows, np.array([3, 1, 2]), pixels), t.max_key(rows, np.array([3, 1, 2]), pixels))

@@ -327,6 +327,38 @@ def fill_rows(view, fields: Sequence[str], work: Callable[[Dict[str, Any]], Dict
     return done, failures
 
 
+def prefetched_batches(view, ids: Sequence[str], batch_size: int, fields: Sequence[str],
+                       load: Callable[[Any], Any]):
+    """For model steps (GPU): yields ``(samples, loaded)`` per batch of ``batch_size`` of
+    ``ids``: the samples of ``view`` with only ``fields`` loaded, and ``load(sample)`` of each
+    (e.g. the decoded image) computed on threads. The next batch is read and decoded while the
+    caller runs the model on the current one. A ``load`` that raises SeplError gives that
+    error in place of its value, so the caller reports the sample and goes on."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def safe(sample):
+        try:
+            return load(sample)
+        except SeplError as e:
+            return e
+
+    starts = list(range(0, len(ids), batch_size))
+    if not starts:
+        return
+    with ThreadPoolExecutor(max(1, batch_size)) as decode, ThreadPoolExecutor(1) as prefetch:
+        def read(start):
+            batch = list(view.select(ids[start:start + batch_size], ordered=True).select_fields(list(fields))
+                         .iter_samples())
+            return batch, list(decode.map(safe, batch))
+
+        nxt = prefetch.submit(read, starts[0])
+        for k in range(len(starts)):
+            batch, loaded = nxt.result()
+            if k + 1 < len(starts):
+                nxt = prefetch.submit(read, starts[k + 1])
+            yield batch, loaded
+
+
 def _report(progress: Progress, n: int, total: int, what: str) -> None:
     if progress is not None:
         progress(n / max(total, 1), f"{what}: {n}/{total}")

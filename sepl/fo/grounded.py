@@ -117,31 +117,20 @@ def grounded_pseudo_labels(
     run.commit()  # the pipeline is built: from here on the field changes
     counts: List[Dict[str, int]] = []
     from ..labelio import read_image
-
-    from concurrent.futures import ThreadPoolExecutor
-
-    from ._fill import BulkWriter
+    from ._fill import BulkWriter, prefetched_batches
 
     # only the tags field is read; the next batch's images decode while the model runs, and
     # each batch is stored with one bulk write
     writer = BulkWriter(dataset)
-    ids = todo.values("id")
-    with ThreadPoolExecutor(max(1, batch_size)) as decode, ThreadPoolExecutor(1) as prefetch:
-        def load(start):
-            batch = list(todo.select(ids[start:start + batch_size], ordered=True).select_fields(tags_field)
-                         .iter_samples())
-            return batch, list(decode.map(lambda s: read_image(s.filepath), batch))
-
-        starts = list(range(0, total, batch_size))
-        nxt = prefetch.submit(load, starts[0])
-        for k, start in enumerate(starts):
-            batch, images = nxt.result()
-            if k + 1 < len(starts):
-                nxt = prefetch.submit(load, starts[k + 1])
-            _process(batch, images, pipeline, tags_field, label_field, detections_field, classes, writer, counts,
-                     summary)
-            if progress:
-                progress(summary["samples"] / total, f"{summary['samples']}/{total} images")
+    for batch, images in prefetched_batches(todo, todo.values("id"), batch_size, [tags_field],
+                                            lambda s: read_image(s.filepath)):
+        for image in images:
+            if isinstance(image, SeplError):
+                raise image
+        _process(batch, images, pipeline, tags_field, label_field, detections_field, classes, writer, counts,
+                 summary)
+        if progress:
+            progress(summary["samples"] / total, f"{summary['samples']}/{total} images")
     set_mask_targets(dataset, label_field, dict(enumerate(classes)))
     summary["counts"] = sum_counts(counts)
     if progress:

@@ -102,13 +102,18 @@ def sam3_pseudo_labels(
         pipeline = config.build(classes, device=device)
     run.commit()  # the model is built: from here on the fields change
     counts: List[Dict[str, int]] = []
-    ids = todo.values("id")
-    for start in range(0, len(ids), batch_size):
-        batch = list(dataset.select(ids[start:start + batch_size], ordered=True))
-        _process(batch, pipeline, tags_field, label_field, detections_field, classes, counts, summary)
+    from ._fill import BulkWriter, prefetched_batches
+
+    # only the tags field is read; the next batch's images decode while the model runs, and
+    # each batch is stored with one bulk write
+    writer = BulkWriter(dataset)
+    done = 0
+    for batch, images in prefetched_batches(todo, todo.values("id"), batch_size, [tags_field], _load):
+        _process(batch, images, pipeline, tags_field, label_field, detections_field, classes, writer, counts,
+                 summary)
+        done += len(batch)
         if progress:
-            done = min(start + batch_size, len(ids))
-            progress(done / len(ids), f"{done}/{len(ids)} images")
+            progress(done / total, f"{done}/{total} images")
     set_mask_targets(dataset, label_field, dict(enumerate(classes)))
     summary["counts"] = sum_counts(counts)
     c = summary["counts"]
@@ -131,42 +136,43 @@ def _load(sample):
         raise SeplError(f"cannot read image: {e}", hint="fix or remove the image", sample=sample_name(sample))
 
 
-def _process(batch, pipeline, tags_field, label_field, detections_field, classes, counts, summary):
-    ok, images, tags = [], [], []
-    for s in batch:  # a sample that cannot be read or has bad tags is reported, the others go on
+def _process(batch, images, pipeline, tags_field, label_field, detections_field, classes, writer, counts, summary):
+    ok, tags = [], []
+    for s, image in zip(batch, images):  # a sample that cannot be read or has bad tags is reported
         try:
+            if isinstance(image, SeplError):
+                raise image
             tags.append(image_labels(s, tags_field))
-            images.append(_load(s))
-            ok.append(s)
+            ok.append((s, image))
         except SeplError as e:
-            if len(tags) > len(ok):
-                tags.pop()
             summary["failed"].append(str(e if e.sample else SeplError(e.message, e.hint, sample_name(s))))
     if not ok:
         return
-    names = [sample_name(s) for s in ok]
+    names = [sample_name(s) for s, _ in ok]
     try:
-        results = pipeline.predict_batch(images, tags, names)
+        results = pipeline.predict_batch([im for _, im in ok], tags, names)
     except SeplError:
         if len(ok) == 1:
             raise
         results = []  # find the culprit one at a time
-        for s, im, t, n in zip(ok, images, tags, names):
+        for (s, im), t, n in zip(ok, tags, names):
             try:
                 results.append(pipeline.predict_batch([im], [t], [n])[0])
             except SeplError as e:
                 summary["failed"].append(str(e))
                 results.append(None)
-    for sample, name, result in zip(ok, names, results):
+    updates, stored = {}, {}
+    for (sample, _), name, result in zip(ok, names, results):
         if result is None:
             continue
         labels = result_to_labels(result, classes)
-        sample[label_field] = labels["labels"]
-        sample[detections_field] = labels["detections"]
-        sample.save()
+        updates[sample.id] = {label_field: labels["labels"], detections_field: labels["detections"]}
+        stored[sample.id] = name
         counts.append(result.counts)
         summary["warnings"].extend((name, w) for w in result.warnings)
-        summary["samples"] += 1
+    failed = writer.write(updates, stored)
+    summary["failed"].extend(f"{n}: {msg}" for n, msg in failed)
+    summary["samples"] += len(updates) - len(failed)
 
 
 class Sam3PseudoLabelModel(ImageModel, fom.SamplesMixin):

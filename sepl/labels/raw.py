@@ -21,7 +21,7 @@ from bson import ObjectId
 
 from ..errors import SeplError
 
-try:  # zlib-ng inflates the same streams ~2x faster (identical bytes: inflate is defined by the stream)
+try:  # zlib-ng inflates the same streams 2-4x faster (identical bytes: inflate is defined by the stream)
     from zlib_ng.zlib_ng import decompress as _inflate
 except ImportError:  # pragma: no cover - a platform without its wheel: the standard library
     _inflate = zlib.decompress
@@ -52,7 +52,7 @@ def decode_array(data: bytes) -> np.ndarray:
     The .npy header is parsed here (``np.load`` spends ~0.1 ms per array in
     ``ast.literal_eval``, a third of refine's time on 100-mask samples); headers of another
     form fall back to ``np.load``. Decompression uses zlib-ng when installed (a dependency of
-    sepl; same bytes, about twice as fast as the standard library's zlib).
+    sepl; same bytes, 2-4x as fast as the standard library's zlib: ``benchmarks/bench_scoring.py``).
     """
     buf = _inflate(data)
     if buf[:6] == b"\x93NUMPY" and buf[6] == 1:

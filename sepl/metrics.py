@@ -48,8 +48,9 @@ def pair_counts(gt: np.ndarray, pred: np.ndarray) -> Tuple[np.ndarray, np.ndarra
     n = g.size
     if n == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    change = np.not_equal(g[1:], g[:-1], out=_bool_scratch(2 * n)[:n - 1])
-    other = np.not_equal(p[1:], p[:-1], out=_bool_scratch(2 * n)[n:2 * n - 1])
+    scratch = _bool_scratch(2 * n)
+    change = np.not_equal(g[1:], g[:-1], out=scratch[:n - 1])
+    other = np.not_equal(p[1:], p[:-1], out=scratch[n:2 * n - 1])
     np.bitwise_or(change, other, out=change)
     starts = np.flatnonzero(change)
     if starts.size > n // 8:  # noisy maps: runs would cost more than they save

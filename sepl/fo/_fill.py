@@ -72,27 +72,22 @@ def read_rows(view, ids: Sequence[str], fields: Sequence[str]) -> List[Dict[str,
     cv = view.select(list(ids), ordered=True)
     paths = ["_id", "filepath", "metadata"] + list(fields)
     values = cv.values(paths, _raw=True)
-    rows = []
-    for k, sid in enumerate(values[0]):
-        md = values[2][k] or {}
-        shape = (int(md["height"]), int(md["width"])) if md.get("height") and md.get("width") else None
-        rows.append({"id": str(sid), "filepath": values[1][k], "shape": shape,
-                     "fields": {f: values[3 + j][k] for j, f in enumerate(fields)}})
-    return rows
+    return [_row(sid, values[1][k], values[2][k], {f: values[3 + j][k] for j, f in enumerate(fields)})
+            for k, sid in enumerate(values[0])]
 
 
-def _row(doc: Dict[str, Any], fields: Sequence[str]) -> Dict[str, Any]:
-    md = doc.get("metadata") or {}
+def _row(sid, filepath: Optional[str], metadata: Optional[dict], fields: Dict[str, Any]) -> Dict[str, Any]:
+    md = metadata or {}
     shape = (int(md["height"]), int(md["width"])) if md.get("height") and md.get("width") else None
+    return {"id": str(sid), "filepath": filepath, "shape": shape, "fields": fields}
 
-    def get(path):
-        value = doc
-        for part in path.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-        return value
 
-    return {"id": str(doc["_id"]), "filepath": doc.get("filepath"), "shape": shape,
-            "fields": {f: get(f) for f in fields}}
+def _get(doc: Dict[str, Any], path: str) -> Any:
+    """The value at a dotted ``path`` of a stored document, None where it is missing."""
+    value = doc
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
 
 
 def iter_rows(view, fields: Sequence[str], chunk_size: int = DEFAULT_CHUNK):
@@ -103,7 +98,8 @@ def iter_rows(view, fields: Sequence[str], chunk_size: int = DEFAULT_CHUNK):
     project.update({f: 1 for f in fields})
     chunk: List[Dict[str, Any]] = []
     for doc in view._aggregate(pipeline=[{"$project": project}]):
-        chunk.append(_row(doc, fields))
+        chunk.append(_row(doc["_id"], doc.get("filepath"), doc.get("metadata"),
+                          {f: _get(doc, f) for f in fields}))
         if len(chunk) == chunk_size:
             yield chunk
             chunk = []

@@ -33,6 +33,10 @@ def stored_map(doc: Optional[dict]) -> Optional[np.ndarray]:
     return m[..., 0] if m.ndim == 3 else m
 
 
+def unknown_classes(pred_field: str, values, num_classes: int) -> str:
+    return f"'{pred_field}' holds classes {list(values)[:10]} not in the {num_classes} mask targets"
+
+
 def check_pair(gt, pred, gt_field: str, pred_field: str, num_classes: int,
                ignore_index: int = IGNORE_INDEX) -> Optional[str]:
     """Why a (GT, prediction) pair cannot be scored, or None."""
@@ -47,7 +51,7 @@ def check_pair(gt, pred, gt_field: str, pred_field: str, num_classes: int,
         counts = np.bincount(pred.ravel().astype(np.int64))
         bad = [int(v) for v in np.flatnonzero(counts) if v >= num_classes and v != ignore_index]
         if bad:
-            return f"'{pred_field}' holds classes {bad[:10]} not in the {num_classes} mask targets"
+            return unknown_classes(pred_field, bad, num_classes)
     return None
 
 
@@ -89,7 +93,7 @@ class ScorePair:
         pred = codes & 255
         bad = sorted({v for v in pred[pred >= c].tolist() if v != self.ignore_index})
         if bad:
-            raise SeplError(f"'{self.pred_field}' holds classes {bad[:10]} not in the {c} mask targets")
+            raise SeplError(unknown_classes(self.pred_field, bad, c))
         try:
             return pair_matrix(codes, counts, c, self.ignore_index)
         except SeplError as e:  # GT values outside the classes

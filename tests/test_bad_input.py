@@ -458,6 +458,6 @@ def test_cli_does_not_print_mongodbs_deprecation_notice(tmp_path):
     env["PYTHONPATH"] = str(REPO)
     res = subprocess.run([sys.executable, "-m", "sepl", "refine", "--dataset", "no-such-dataset-safety",
                           "--seeds", "a", "--masks", "b"], env=env, capture_output=True, text=True, cwd=tmp_path)
-    assert res.returncode == 1 and "no dataset 'no-such-dataset-safety'" in res.stderr
+    assert res.returncode == 1 and "no FiftyOne dataset 'no-such-dataset-safety'" in res.stderr
     shown = (res.stdout + res.stderr).lower()  # FiftyOne prints the notice on stdout
     assert "deprecation" not in shown and "database_validation" not in shown

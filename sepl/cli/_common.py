@@ -89,6 +89,32 @@ def add_dataset_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--view", default=None, help="name of a saved view of the dataset to restrict to")
 
 
+def load_dataset(args, hint: str = ""):
+    """The FiftyOne dataset named by ``--dataset``; a SeplError listing the datasets if there
+    is none (``hint`` replaces that list)."""
+    import fiftyone as fo
+
+    from ..errors import SeplError
+
+    if not fo.dataset_exists(args.dataset):
+        raise SeplError(f"no FiftyOne dataset '{args.dataset}'", hint=hint or f"datasets: {fo.list_datasets()}")
+    return fo.load_dataset(args.dataset)
+
+
+def load_view(args, hint: str = ""):
+    """``load_dataset``, restricted to the saved ``--view`` when given (a SeplError listing
+    the saved views if it has none of that name)."""
+    from ..errors import SeplError
+
+    ds = load_dataset(args, hint)
+    name = getattr(args, "view", None)
+    if not name:
+        return ds
+    if not ds.has_saved_view(name):
+        raise SeplError(f"dataset '{ds.name}' has no saved view '{name}'", hint=f"saved views: {ds.list_saved_views()}")
+    return ds.load_saved_view(name)
+
+
 def add_workers_arg(parser: argparse.ArgumentParser, what: str = "processes") -> None:
     """``--workers N``: CPU processes for the step (default 0 = all cores, ``os.cpu_count()``)."""
     parser.add_argument("--workers", type=int, default=0,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import add_command
+from ._common import add_command, load_view
 
 
 def register(subparsers):
@@ -28,20 +28,10 @@ def register(subparsers):
 
 
 def run(args) -> int:
-    import fiftyone as fo
-
-    from ..errors import SeplError
     from ..fo.app import launch_app
 
-    if not fo.dataset_exists(args.dataset):
-        raise SeplError(f"no FiftyOne dataset '{args.dataset}'", hint=f"datasets: {fo.list_datasets()}")
-    ds = fo.load_dataset(args.dataset)
-    view = ds
-    if args.view:
-        if not ds.has_saved_view(args.view):
-            raise SeplError(f"dataset '{ds.name}' has no saved view '{args.view}'",
-                            hint=f"saved views: {ds.list_saved_views()}")
-        view = ds.load_saved_view(args.view)
+    view = load_view(args)
+    ds = view._dataset
     session = launch_app(view, port=args.port, address=args.address, plugins_dir=args.plugins_dir)
     host = "localhost" if args.address in ("0.0.0.0", "127.0.0.1") else args.address
     print(f"the App: http://{host}:{args.port}/datasets/{ds.name}   (press Ctrl-C to stop)")

@@ -111,12 +111,9 @@ def _view(args):
     if bool(args.dataset) == bool(args.images):
         raise SeplError("give either --dataset or --images", hint="see `sepl cam train --help`")
     if args.dataset:
-        import fiftyone as fo
+        from ._common import load_view
 
-        if not fo.dataset_exists(args.dataset):
-            raise SeplError(f"no FiftyOne dataset '{args.dataset}'", hint=f"datasets: {fo.list_datasets()}")
-        ds = fo.load_dataset(args.dataset)
-        return ds.load_saved_view(args.view) if args.view else ds
+        return load_view(args)
     return None
 
 

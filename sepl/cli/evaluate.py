@@ -38,7 +38,7 @@ def run(args) -> int:
     from sepl.fo.evaluate import evaluate
     from sepl.fo.views import score_field, worst_samples
 
-    from .refine import load_view
+    from ._common import load_view
 
     from ._common import writable_dir
 

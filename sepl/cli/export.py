@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import add_command, add_dataset_args
+from ._common import add_command, add_dataset_args, load_view
 
 
 def register(subparsers):
@@ -31,24 +31,6 @@ def register(subparsers):
     p.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
     p.set_defaults(func=run)
     return p
-
-
-def load_view(args):
-    """The dataset named by ``--dataset``, restricted to the saved ``--view`` when given."""
-    import fiftyone as fo
-
-    from sepl.errors import SeplError
-
-    if not fo.dataset_exists(args.dataset):
-        raise SeplError(f"no FiftyOne dataset named '{args.dataset}'",
-                        hint=f"datasets here: {fo.list_datasets()}")
-    ds = fo.load_dataset(args.dataset)
-    if getattr(args, "view", None):
-        if not ds.has_saved_view(args.view):
-            raise SeplError(f"dataset '{args.dataset}' has no saved view '{args.view}'",
-                            hint=f"saved views: {ds.list_saved_views()}")
-        return ds.load_saved_view(args.view)
-    return ds
 
 
 def run(args) -> int:

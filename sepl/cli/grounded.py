@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import add_command, positive_int, add_dataset_args
+from ._common import add_command, positive_int, add_dataset_args, load_view
 
 EXAMPLES = """\
   # original Grounding DINO (Swin-T OGC) + SAM ViT-H, VOC prompts and sub-prompts
@@ -61,17 +61,11 @@ def register(subparsers):
 
 
 def run(args) -> int:
-    import fiftyone as fo
-
-    from sepl.errors import SeplError
     from sepl.fo.grounded import grounded_pseudo_labels
     from sepl.grounded.pipeline import GroundedConfig
     from sepl.grounded.prompts import parse_subprompts
 
-    if not fo.dataset_exists(args.dataset):
-        raise SeplError(f"no FiftyOne dataset named '{args.dataset}'", hint=f"datasets: {fo.list_datasets()[:10]}")
-    ds = fo.load_dataset(args.dataset)
-    view = ds.load_saved_view(args.view) if args.view else ds
+    view = load_view(args)
     config = GroundedConfig(
         backend=args.backend, config=args.config, checkpoint=args.checkpoint, text_encoder=args.text_encoder,
         hf_model=args.hf_model, sam_model=args.sam_model, sam_checkpoint=args.sam_checkpoint, preset=args.preset,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import add_command
+from ._common import add_command, load_view
 
 EXAMPLES = """\
   sepl import voc --dataset voc-train --root VOCdevkit/VOC2012 --split train
@@ -61,9 +61,6 @@ def _need(args, *names):
 
 
 def run(args) -> int:
-    import fiftyone as fo
-
-    from sepl.errors import SeplError
     from sepl.fo import importers
 
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
@@ -87,10 +84,8 @@ def run(args) -> int:
         print(f"dataset '{ds.name}': {len(ds)} samples")
         return 0
     _need(args, "folder")
-    if not fo.dataset_exists(args.dataset):
-        raise SeplError(f"no dataset '{args.dataset}'", hint="import images first (sepl import voc|coco|folder)")
-    ds = fo.load_dataset(args.dataset)
-    view = ds.load_saved_view(args.view) if args.view else ds
+    view = load_view(args, hint="import images first (sepl import voc|coco|folder)")
+    ds = view._dataset
     field = args.field or ("sam_masks" if args.kind == "masks" else "seeds")
     if args.kind == "seeds":
         n = importers.import_seeds(view, args.folder, field=args.field or "seeds", classes=classes,

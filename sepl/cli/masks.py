@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._common import add_command, positive_int
+from ._common import add_command, load_view, positive_int
 
 EXAMPLES = """\
   # SAM ViT-H automatic masks (the SEPL setting) for a FiftyOne dataset
@@ -98,18 +98,12 @@ def _shard(text):
 
 
 def run(args) -> int:
-    from ..errors import SeplError
-
     if args.images:
         return _run_folder(args)
-    import fiftyone as fo
 
     from ..fo import masks
 
-    if not fo.dataset_exists(args.dataset):
-        raise SeplError(f"no FiftyOne dataset named '{args.dataset}'", hint=f"datasets: {fo.list_datasets()}")
-    ds = fo.load_dataset(args.dataset)
-    view = ds.load_saved_view(args.view) if args.view else ds.view()
+    view = load_view(args).view()
     summary = masks.generate_masks(
         view, out_field=args.out_field, source=f"zoo:{args.zoo_model}" if args.zoo_model else args.source,
         model_type=args.model_type,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import add_command, add_dataset_args, add_workers_arg
+from ._common import add_command, add_dataset_args, add_workers_arg, load_view
 
 
 def register(subparsers):
@@ -36,17 +36,6 @@ def register(subparsers):
     add_workers_arg(p, "merge processes")
     p.set_defaults(func=run)
     return p
-
-
-def load_view(args):
-    import fiftyone as fo
-
-    from sepl.errors import SeplError
-
-    if not fo.dataset_exists(args.dataset):
-        raise SeplError(f"no dataset '{args.dataset}'", hint=f"datasets: {fo.list_datasets()}")
-    ds = fo.load_dataset(args.dataset)
-    return ds.load_saved_view(args.view) if args.view else ds
 
 
 def run(args) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from ._common import add_command, add_dataset_args
+from ._common import add_command, add_dataset_args, load_view
 
 EXAMPLES = """\
   # SAM 3 from a downloaded facebook/sam3 folder, VOC prompts and sub-prompts, on a GPU
@@ -70,15 +70,9 @@ def config_from_args(args):
 
 
 def run(args) -> int:
-    import fiftyone as fo
-
-    from sepl.errors import SeplError
     from sepl.fo.sam3 import sam3_pseudo_labels
 
-    if not fo.dataset_exists(args.dataset):
-        raise SeplError(f"no FiftyOne dataset named '{args.dataset}'", hint=f"datasets: {fo.list_datasets()[:10]}")
-    ds = fo.load_dataset(args.dataset)
-    view = ds.load_saved_view(args.view) if args.view else ds
+    view = load_view(args)
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     summary = sam3_pseudo_labels(view, args.tags_field, label_field=args.label_field,
                                  detections_field=args.detections_field, config=config_from_args(args),

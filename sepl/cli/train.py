@@ -50,7 +50,7 @@ def run(args) -> int:
         if not (args.dataset and args.predict_field):
             raise SeplError("--predict-with needs --dataset and --predict-field")
         from sepl.fo.deeplab import predict_to_field
-        from .export import load_view
+        from ._common import load_view
 
         res = predict_to_field(load_view(args), args.predict_with, args.predict_field, mode=args.eval_mode,
                                device=args.device, overwrite=args.overwrite)
@@ -65,7 +65,7 @@ def run(args) -> int:
             raise SeplError("--dataset needs --field, the label field to train on")
         from sepl.deeplab.config import config_from_args
         from sepl.fo.deeplab import train_from_view
-        from .export import load_view
+        from ._common import load_view
 
         args.data_dir = ""
         cfg = config_from_args(args).to_dict()

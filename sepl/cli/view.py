@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import add_command
+from ._common import add_command, load_dataset
 
 
 def register(subparsers):
@@ -38,14 +38,10 @@ def register(subparsers):
 def run(args) -> int:
     from pathlib import Path
 
-    import fiftyone as fo
-
     from ..errors import SeplError
     from ..fo.views import save_view
 
-    if not fo.dataset_exists(args.dataset):
-        raise SeplError(f"no FiftyOne dataset '{args.dataset}'", hint=f"datasets: {fo.list_datasets()}")
-    ds = fo.load_dataset(args.dataset)
+    ds = load_dataset(args)
     if args.action == "list":
         for name in ds.list_saved_views():
             print(f"{name}: {len(ds.load_saved_view(name))} samples")

@@ -75,3 +75,21 @@ def pct(value) -> str:
     if value is None or value != value:
         return "-"
     return f"{100 * float(value):.1f}"
+
+
+def pseudo_label_result(title: str, field: str, summary: dict, background: int, none_of: str,
+                        counts: dict, counts_line: str) -> dict:
+    """The operator result of a tags-to-labels run (Grounded-SAM, SAM 3) from its summary:
+    the figures plus a Markdown ``summary`` (``counts_line`` is its line of the run's own counts)."""
+    res = {"processed": summary["samples"], "resumed": summary["resumed"], "all_background": background, **counts}
+    if "failed" in summary:
+        res["failed"] = "\n".join(summary["failed"])
+    res["warnings"] = "\n".join(f"{s}: {w}" for s, w in summary["warnings"][:50])
+    res["summary"] = (f"**{title} wrote `{field}`**\n\n"
+                      f"- samples labelled: **{res['processed']}**"
+                      + (" (resumed an earlier run)" if res["resumed"] else "") + "\n"
+                      f"- left all background (no tags or no {none_of}): **{background}**\n"
+                      f"- {counts_line}"
+                      + (f"\n\n**Failed** (a rerun retries them):\n\n{res['failed']}" if res.get("failed") else "")
+                      + (f"\n\n**Warnings** (first 50):\n\n{res['warnings']}" if res["warnings"] else ""))
+    return res

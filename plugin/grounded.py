@@ -4,7 +4,8 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from ._progress import run_operator
-from ._util import add_target_input, field_names, form_params, library_warning, target_view
+from ._util import (add_target_input, field_names, form_params, library_warning, pseudo_label_result,
+                    target_view)
 
 URI = "@sepl/sepl/grounded_sam_pseudo_labels"
 
@@ -126,19 +127,11 @@ def _grounded(view, p, progress):
         device=p.get("device", "auto"), batch_size=int(p.get("batch_size", 1)),
         overwrite=p.get("overwrite", False), progress=progress)
     c = summary["counts"]
-    res = {"processed": summary["samples"], "resumed": summary["resumed"],
-           "all_background": c.get("empty_tags", 0) + c.get("no_detection", 0),
-           "boxes_kept": c.get("kept", 0),
-           "boxes_dropped": c.get("unmatched_phrase", 0) + c.get("below_text_threshold", 0),
-           "warnings": "\n".join(f"{s}: {w}" for s, w in summary["warnings"][:50])}
-    res["summary"] = (f"**Grounded-SAM pseudo-labels wrote `{p.get('label_field', 'grounded')}`**\n\n"
-                      f"- samples labelled: **{res['processed']}**"
-                      + (" (resumed an earlier run)" if res["resumed"] else "") + "\n"
-                      f"- left all background (no tags or no box): **{res['all_background']}**\n"
-                      f"- boxes kept: **{res['boxes_kept']}**; dropped (phrase not matched): "
-                      f"**{res['boxes_dropped']}**"
-                      + (f"\n\n**Warnings** (first 50):\n\n{res['warnings']}" if res["warnings"] else ""))
-    return res
+    kept, dropped = c.get("kept", 0), c.get("unmatched_phrase", 0) + c.get("below_text_threshold", 0)
+    return pseudo_label_result("Grounded-SAM pseudo-labels", p.get("label_field", "grounded"), summary,
+                               c.get("empty_tags", 0) + c.get("no_detection", 0), "box",
+                               {"boxes_kept": kept, "boxes_dropped": dropped},
+                               f"boxes kept: **{kept}**; dropped (phrase not matched): **{dropped}**")
 
 
 def grounded_outputs(results):

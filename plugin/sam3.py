@@ -4,7 +4,8 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from ._progress import run_operator
-from ._util import add_target_input, field_names, form_params, library_warning, target_view
+from ._util import (add_target_input, field_names, form_params, library_warning, pseudo_label_result,
+                    target_view)
 
 URI = "@sepl/sepl/sam3_pseudo_labels"
 
@@ -106,19 +107,10 @@ def _sam3(view, p, progress):
         device=p.get("device", "auto"), batch_size=int(p.get("batch_size", 2)),
         overwrite=p.get("overwrite", False), progress=progress)
     c = summary["counts"]
-    res = {"processed": summary["samples"], "resumed": summary["resumed"],
-           "all_background": c.get("empty_tags", 0) + c.get("no_instance", 0),
-           "instances_kept": c.get("kept", 0),
-           "failed": "\n".join(summary["failed"]),
-           "warnings": "\n".join(f"{s}: {w}" for s, w in summary["warnings"][:50])}
-    res["summary"] = (f"**SAM 3 pseudo-labels wrote `{p.get('label_field', 'sam3')}`**\n\n"
-                      f"- samples labelled: **{res['processed']}**"
-                      + (" (resumed an earlier run)" if res["resumed"] else "") + "\n"
-                      f"- left all background (no tags or no instance): **{res['all_background']}**\n"
-                      f"- instances kept: **{res['instances_kept']}**"
-                      + (f"\n\n**Failed** (a rerun retries them):\n\n{res['failed']}" if res["failed"] else "")
-                      + (f"\n\n**Warnings** (first 50):\n\n{res['warnings']}" if res["warnings"] else ""))
-    return res
+    kept = c.get("kept", 0)
+    return pseudo_label_result("SAM 3 pseudo-labels", p.get("label_field", "sam3"), summary,
+                               c.get("empty_tags", 0) + c.get("no_instance", 0), "instance",
+                               {"instances_kept": kept}, f"instances kept: **{kept}**")
 
 
 def sam3_outputs(results):

@@ -169,6 +169,10 @@ def test_operator_and_cli(tagged, tiny_dirs, monkeypatch, tmp_path):
     res = foo.execute_operator("@sepl/sepl/grounded_sam_pseudo_labels", ctx=dict(dataset=tagged, params=params))
     res.raise_exceptions()
     assert res.result["processed"] == 4 and res.result["all_background"] >= 1
+    r = res.result
+    assert (f"- left all background (no tags or no box): **{r['all_background']}**\n- boxes kept: "
+            f"**{r['boxes_kept']}**; dropped (phrase not matched): **{r['boxes_dropped']}**") in r["summary"]
+    assert "Failed" not in r["summary"]
     tagged.reload()
     assert tagged.count("op") == 4 and tagged.has_field("op_detections")
     code = main(["grounded", "--dataset", tagged.name, "--tags-field", "image_labels", "--label-field", "cli",

@@ -139,6 +139,9 @@ def test_operator_and_cli(tagged, monkeypatch, tmp_path):
     res = foo.execute_operator("@sepl/sepl/sam3_pseudo_labels", ctx=dict(dataset=tagged, params=params))
     res.raise_exceptions()
     assert res.result["processed"] == 4 and res.result["all_background"] >= 1 and res.result["instances_kept"] > 0
+    r = res.result
+    assert (f"- samples labelled: **4**\n- left all background (no tags or no instance): **{r['all_background']}**"
+            f"\n- instances kept: **{r['instances_kept']}**") in r["summary"]
     tagged.reload()
     assert tagged.count("op") == 4 and tagged.has_field("op_detections")
     code = main(["sam3", "--dataset", tagged.name, "--tags-field", "image_labels", "--label-field", "cli",

@@ -30,7 +30,7 @@ Class names: a prediction field whose mask targets name a value differently from
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -164,11 +164,16 @@ class SeplSegmentationEvaluation(SegmentationEvaluation):
         classes, lut = self._prepare(samples, mask_targets)
         num_classes = len(classes)
         # ``progress`` is ours (a callback(fraction, label)) when called from ``evaluate``
-        cm, per_sample, failures = evaluate_arrays(samples, cfg.pred_field, cfg.gt_field, num_classes,
-                                                      cfg.ignore_index, progress if callable(progress) else None,
-                                                      pred_lut=lut)
-        if eval_key is not None:
-            _store_per_sample(samples, eval_key, cfg, per_sample, classes)
+        # per-sample fields are written chunk by chunk on a thread while the next chunk is
+        # scored (the database's rewrite of large sample documents overlaps the scoring)
+        store = _PerSampleWriter(samples, eval_key, cfg, classes) if eval_key is not None else None
+        try:
+            cm, per_sample, failures = evaluate_arrays(samples, cfg.pred_field, cfg.gt_field, num_classes,
+                                                          cfg.ignore_index, progress if callable(progress) else None,
+                                                          pred_lut=lut, on_chunk=store)
+        finally:
+            if store is not None:
+                store.close()
         results = SeplSegmentationResults(samples, cfg, eval_key, cm.matrix, classes,
                                           matches=_matches(per_sample, classes),
                                           missing=classes[0], backend=self)
@@ -303,7 +308,7 @@ class SeplSegmentationResults(SegmentationResults):
 
 def evaluate_arrays(view, pred_field: str, gt_field: str, num_classes: int,
                     ignore_index: int = IGNORE_INDEX, progress: Progress = None, num_workers: Optional[int] = None,
-                    pred_lut: Optional[np.ndarray] = None):
+                    pred_lut: Optional[np.ndarray] = None, on_chunk: Optional[Callable[[Dict[str, tuple]], None]] = None):
     """Score ``pred_field`` against ``gt_field`` on every sample of ``view``.
 
     Both fields are read per chunk as stored documents (the next chunk while the current one
@@ -315,6 +320,7 @@ def evaluate_arrays(view, pred_field: str, gt_field: str, num_classes: int,
     confusion cells, (GT label id, predicted label id))}, [(sample name, error), ...]). A sample with a missing label, masks
     of different sizes or values outside 0..C-1 (255 allowed) is skipped and listed.
     ``pred_lut`` maps prediction values to GT classes first (see ``class_lookup``).
+    ``on_chunk(scores)`` is called with each chunk's entries of that dict as it is scored.
     """
     from ..labels.pool import RowPool, resolve_workers
     from ..labels.rows import row_name
@@ -335,14 +341,18 @@ def evaluate_arrays(view, pred_field: str, gt_field: str, num_classes: int,
         while rows:
             pending = pool.submit(job, rows)
             next_rows = next(chunks, [])  # read while the threads score
+            scored = {}
             for row, (status, value) in zip(rows, pending.result()):
                 if status != "ok":
                     failures.append((row_name(row), value[0]))
                     continue
                 total._m += value
                 docs = row["fields"]
-                per_sample[row["id"]] = sample_scores(value, num_classes) + (
+                scored[row["id"]] = sample_scores(value, num_classes) + (
                     (_label_id(docs[gt_field]), _label_id(docs[pred_field])),)
+            per_sample.update(scored)
+            if on_chunk is not None and scored:
+                on_chunk(scored)
             done += len(rows)
             rows = next_rows
             if callable(progress):
@@ -350,32 +360,51 @@ def evaluate_arrays(view, pred_field: str, gt_field: str, num_classes: int,
     return total, per_sample, failures
 
 
-def _store_per_sample(samples, eval_key, cfg, per_sample, classes) -> None:
-    """Per-sample fields in bulk through ``sepl.fo._fill.BulkWriter`` (one bulk write per
-    chunk; in-memory samples get the values without FiftyOne's per-sample reload)."""
-    from ._fill import DEFAULT_CHUNK, BulkWriter
+class _PerSampleWriter:
+    """Writes the per-sample fields of each scored chunk (``__call__``) through
+    ``sepl.fo._fill.BulkWriter`` on one background thread (in-memory samples get the values
+    without FiftyOne's per-sample reload); ``close()`` waits and re-raises its errors."""
 
-    ds = samples._dataset
-    if not per_sample:
-        return
-    ids = list(per_sample)
-    miou = {i: (None if np.isnan(per_sample[i][0]) else per_sample[i][0]) for i in ids}
-    before = {}
-    if cfg.baseline_key:
-        before = dict(zip(*ds.select(ids).values(["id", f"{cfg.baseline_key}_miou"])))
-    writer = BulkWriter(ds)
-    step = 8 * DEFAULT_CHUNK  # small documents: larger chunks
-    for start in range(0, len(ids), step):
+    def __init__(self, samples, eval_key: str, cfg, classes: Sequence[str]):
+        from concurrent.futures import ThreadPoolExecutor
+
+        from ._fill import BulkWriter
+
+        self.ds = samples._dataset
+        self.key, self.cfg, self.classes = eval_key, cfg, list(classes)
+        self.writer = BulkWriter(self.ds)
+        self.pool = ThreadPoolExecutor(1)
+        self.pending: list = []
+
+    def __call__(self, scores: Dict[str, tuple]) -> None:
+        for f in [f for f in self.pending if f.done()]:
+            f.result()  # a failed write stops the run now
+        self.pending = [f for f in self.pending if not f.done()]
+        self.pending.append(self.pool.submit(self._write, dict(scores)))
+
+    def _write(self, scores: Dict[str, tuple]) -> None:
+        key, cfg, classes = self.key, self.cfg, self.classes
+        before = {}
+        if cfg.baseline_key:
+            before = dict(zip(*self.ds.select(list(scores)).values(["id", f"{cfg.baseline_key}_miou"])))
         updates = {}
-        for i in ids[start:start + step]:
-            u = {f"{eval_key}_miou": miou[i]}
+        for i, (miou, class_iou, *_) in scores.items():
+            miou = None if np.isnan(miou) else miou
+            u = {f"{key}_miou": miou}
             if cfg.per_class_fields:
-                u[f"{eval_key}_class_iou"] = {classes[c]: v for c, v in per_sample[i][1].items()}
+                u[f"{key}_class_iou"] = {classes[c]: v for c, v in class_iou.items()}
             if cfg.baseline_key:
                 b = before.get(i)
-                u[f"{eval_key}_delta"] = miou[i] - b if miou[i] is not None and b is not None else None
+                u[f"{key}_delta"] = miou - b if miou is not None and b is not None else None
             updates[i] = u
-        writer.write(updates)
+        self.writer.write(updates)
+
+    def close(self) -> None:
+        try:
+            for f in self.pending:
+                f.result()
+        finally:
+            self.pool.shutdown(wait=True)
 
 
 def evaluate(

@@ -207,6 +207,52 @@ def test_held_samples_get_the_values_without_reloads(dataset, monkeypatch):
     assert dataset.values("out")[0] is not None
 
 
+def _state(label):
+    """Everything mongoengine keeps on a label object, arrays as lists."""
+    from sepl.fo._fill import _slots
+
+    def plain(v):
+        return v.tolist() if isinstance(v, np.ndarray) else v
+
+    def slot(name, v):
+        if name == "_dynamic_fields":  # field objects: compare what they say
+            return [(k, f.name, f.db_field, type(f).__name__, f.null) for k, f in v.items()]
+        return type(v).__name__ if name == "_instance" else plain(v)  # the parent label or None
+
+    slots = {n: slot(n, getattr(label, n)) for n in _slots(type(label)) if n != "_data" and hasattr(label, n)}
+    return ({k: plain(v) for k, v in vars(label).items()}, slots, {k: plain(v) for k, v in label._data.items()},
+            label.to_dict())
+
+
+def test_held_detections_are_the_objects_fiftyone_builds(dataset):
+    """Held samples' decision detections are copied from one built detection's state
+    (``_fill._detections``): each must equal what FiftyOne builds from the stored document,
+    and behave as one (new attributes stay on their detection, edits save)."""
+    import fiftyone.core.labels as fol
+
+    from sepl.fo import refine
+
+    held = fill(dataset, n=3)
+    refine(dataset, "seeds", "sam", "out", num_workers=1)
+    stored = {d["_id"]: d["out_masks"] for d in dataset._sample_collection.find({}, {"out_masks": 1})}
+    for s in held:
+        built = fol.Detections._from_son(dict(stored[s._id]))  # FiftyOne's own (decodes the masks)
+        assert len(s.out_masks.detections) == len(built.detections) > 2
+        assert _state(s.out_masks)[2].keys() == _state(built)[2].keys()
+        for mine, theirs in zip(s.out_masks.detections, built.detections):
+            assert _state(mine) == _state(theirs)
+    loaded = dataset.select_fields("out_masks").first().out_masks  # as FiftyOne loads a sample
+    assert type(held[0].out_masks._instance) is type(loaded._instance)
+    dets = held[0].out_masks.detections
+    dets[1]["reviewed"] = True
+    dets[2].label = "cat"
+    assert "reviewed" not in dets[2]._dynamic_fields and "reviewed" not in dets[0]._dynamic_fields
+    held[0].save()
+    again = dataset._sample_collection.find_one({"_id": held[0]._id})["out_masks"]["detections"]
+    assert again[1]["reviewed"] is True and "reviewed" not in again[2] and again[2]["label"] == "cat"
+    assert again[3] == stored[held[0]._id]["detections"][3]
+
+
 def test_oversize_update_goes_to_disk_and_reads_back(dataset, monkeypatch, tmp_path, caplog):
     from sepl.fo import _fill, refine
     from sepl.fo.convert import load_masks

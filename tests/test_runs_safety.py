@@ -331,6 +331,27 @@ def test_lease_of_a_silent_run_elsewhere_expires(voc_ds, monkeypatch):
 # 3. bad arguments and runs that wrote nothing leave nothing behind
 
 
+def test_leases_of_deleted_datasets_are_pruned(voc_ds, monkeypatch):
+    """A deleted dataset's lease record (its run history) and claims go at the next run."""
+    import fiftyone as fo
+
+    from sepl.fo import runs
+
+    monkeypatch.setattr(runs, "_pruned", False)  # as in a fresh process
+    db = runs._db()
+    other = fo.Dataset()
+    gone = f"{other._doc.id}:sepl"
+    db[runs.LEASES].insert_one({"_id": gone, "holders": [], "history": [{"method": "refine"}]})
+    db[runs.CLAIMS].insert_one({"_id": "x", "lease": gone, "owner": "nobody"})
+    other.delete()
+    refine(voc_ds)  # the first run of a process prunes
+    mine = f"{voc_ds._doc.id}:sepl"
+    assert db[runs.LEASES].find_one({"_id": gone}) is None and db[runs.CLAIMS].find_one({"lease": gone}) is None
+    assert runs.run_history(voc_ds, "sepl")  # the live dataset's record stays
+    assert db[runs.LEASES].find_one({"_id": mine}) is not None
+    assert runs.prune_leases() == 0
+
+
 @pytest.mark.parametrize("kw,message", [
     (dict(mode="bogus"), "unknown merge mode 'bogus'"),
     (dict(op_thresh=1.5), "op_thresh must be in [0, 1]"),

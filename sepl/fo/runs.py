@@ -79,6 +79,25 @@ def _db():
     return db
 
 
+_pruned = False
+
+
+def prune_leases(db=None) -> int:
+    """Delete the lease records (history included) and claims of datasets that no longer
+    exist; returns how many. Leases are listed before datasets, so a dataset created
+    meanwhile, whose lease can only come after it, is never taken for a deleted one."""
+    db = _db() if db is None else db
+    leases = [d["_id"] for d in db[LEASES].find({}, {"_id": 1})]
+    if not leases:
+        return 0
+    alive = {str(d["_id"]) for d in db["datasets"].find({}, {"_id": 1})}
+    stale = [k for k in leases if str(k).split(":", 1)[0] not in alive]
+    if stale:
+        db[LEASES].delete_many({"_id": {"$in": stale}})
+        db[CLAIMS].delete_many({"lease": {"$in": stale}})
+    return len(stale)
+
+
 def _dead_here(holder: Dict[str, Any]) -> bool:
     """A holder on this machine whose process is gone (a killed run)."""
     if holder.get("host") != socket.gethostname() or not holder.get("pid"):
@@ -201,6 +220,13 @@ class Run:
         from pymongo import ReturnDocument
         from pymongo.errors import DuplicateKeyError
 
+        global _pruned
+        if not _pruned:  # once per process: records of deleted datasets would pile up
+            _pruned = True
+            try:
+                prune_leases()
+            except Exception as e:  # housekeeping only: never stops a run
+                log.debug("could not prune leases: %s", e)
         leases = _db()[LEASES]
         h = _hash(self.params)
         waited = False

@@ -169,9 +169,13 @@ def _detections(docs: List[Any]) -> List[Any]:
             continue
         det = fol.Detection._from_son(dict(d))
         out.append(det)
-        plain = all(isinstance(det._data.get(n), _PLAIN) for n in det._dynamic_fields)
-        template, keys = (det, k) if plain else (None, None)
+        template, keys = (det, k) if _plain(det._data, det._dynamic_fields) else (None, None)
     return out
+
+
+def _plain(data: Dict[str, Any], names) -> bool:
+    """Whether the values of ``names`` in ``data`` can be taken as they are stored."""
+    return all(isinstance(data.get(n), _PLAIN) for n in names)
 
 
 @functools.lru_cache(maxsize=None)
@@ -201,7 +205,7 @@ def _like(template, d: Dict[str, Any]):
             raw = d.get(field.db_field)
             data[name] = None if raw is None else field.to_python(raw)
     dynamic = template._dynamic_fields
-    if not all(isinstance(data[n], _PLAIN) for n in dynamic):
+    if not _plain(data, dynamic):
         return cls._from_son(dict(d))
     obj = cls.__new__(cls)
     fresh = {"_changed_fields": [], "_data": data, "_dynamic_fields": _son_copy(dynamic)}
@@ -277,9 +281,9 @@ class BulkWriter:
                if isinstance(doc, dict) and "_cls" in doc and not ds.has_field(f)}
         create = getattr(ds._sample_doc_cls, "_create_field", None)
         merge = getattr(ds, "_merge_sample_field_schema", None)
-        if len(add) > 1 and create is not None and merge is not None:
+        if add and create is not None and merge is not None:
             merge({f: create(f, fof.EmbeddedDocumentField, embedded_doc_type=cls) for f, cls in add.items()})
-        else:
+        else:  # pragma: no cover - FiftyOne without them: one update per field
             for f, cls in add.items():
                 ds.add_sample_field(f, fof.EmbeddedDocumentField, embedded_doc_type=cls)
         self._declared.update(new)

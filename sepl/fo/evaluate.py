@@ -377,10 +377,13 @@ class _PerSampleWriter:
         self.pending: list = []
 
     def __call__(self, scores: Dict[str, tuple]) -> None:
-        for f in [f for f in self.pending if f.done()]:
-            f.result()  # a failed write stops the run now
-        self.pending = [f for f in self.pending if not f.done()]
-        self.pending.append(self.pool.submit(self._write, dict(scores)))
+        running = []
+        for f in self.pending:
+            if f.done():
+                f.result()  # a failed write stops the run now
+            else:
+                running.append(f)
+        self.pending = running + [self.pool.submit(self._write, dict(scores))]
 
     def _write(self, scores: Dict[str, tuple]) -> None:
         key, cfg, classes = self.key, self.cfg, self.classes

@@ -4,7 +4,9 @@ Same inputs for every contender, outputs asserted identical (labels of all of th
 per-mask records of the two kernels, both modes):
 
 - ``crops``: ``merge(seed, CroppedMasks, mode="official")``, the boxes + crops kernel on
-  masks held the way FiftyOne stores them (what ``sepl.fo.refine`` passes);
+  masks held the way FiftyOne stores them (what ``sepl.fo.refine`` passes), with its
+  compiled loops (``sepl._jit``, numba; loaded before timing); ``crops numpy``: the same
+  kernel with its numpy code (what a process runs before its 2000th merge, or without numba);
   ``crops+build`` adds ``CroppedMasks.from_relative`` from relative boxes and crops
   (FiftyOne's ``bounding_box`` / ``mask``);
 - ``planes``: ``merge(seed, stack, kernel="planes")``, the full-plane bit-packed kernel
@@ -42,6 +44,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from sepl import _jit  # noqa: E402
 from sepl.amgio import read_amg_folder, write_amg_folder  # noqa: E402
 from sepl.cropped import CroppedMasks  # noqa: E402
 from sepl.labelio import read_label  # noqa: E402
@@ -152,9 +155,10 @@ def cpu_description() -> str:
     except ImportError:
         disp = "?"
     off = os.environ.get("NPY_DISABLE_CPU_FEATURES", "")
+    jit = "numba " + __import__("numba").__version__ if _jit.AVAILABLE else "numba not installed"
     return (f"CPU: {model}; {os.cpu_count()} cores; {cpu}\n"
             f"numpy {np.__version__} dispatch targets: {disp}"
-            + (f" (NPY_DISABLE_CPU_FEATURES={off!r})" if off else ""))
+            + (f" (NPY_DISABLE_CPU_FEATURES={off!r})" if off else "") + f"; {jit}")
 
 
 def timed(fns: dict, repeat: int, slow=("loop", "released", "sepl+read")) -> dict:
@@ -172,6 +176,27 @@ def timed(fns: dict, repeat: int, slow=("loop", "released", "sepl+read")) -> dic
     return best
 
 
+class numpy_code:
+    """Within it, the crops kernel runs its numpy code (``sepl._jit`` off)."""
+
+    def __enter__(self):
+        self.saved, _jit.MODE = _jit.MODE, "never"
+
+    def __exit__(self, *exc):
+        _jit.MODE = self.saved
+
+
+def numpy_merge(seed, cm):
+    with numpy_code():
+        return merge(seed, cm, mode="official", num_classes=21)
+
+
+def assert_same_records(a, b) -> None:
+    assert np.array_equal(a.labels, b.labels)
+    for key in a.records:
+        assert np.array_equal(np.asarray(a.records[key]), np.asarray(b.records[key])), key
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=12)
@@ -184,6 +209,7 @@ def main() -> None:
         env = dict(os.environ, NPY_DISABLE_CPU_FEATURES=AVX512_DISPATCH)
         os.execve(sys.executable, [sys.executable, *sys.argv], env)
     print(cpu_description(), flush=True)
+    _jit.MODE = "always"  # the contenders choose; the loops load before anything is timed
     rng = np.random.default_rng(0)
     inputs, source = load_inputs(args.images, args.masks, rng)
     rows = []
@@ -200,8 +226,13 @@ def main() -> None:
                 for key in a.records:
                     assert np.array_equal(np.asarray(a.records[key]), np.asarray(b.records[key])), (sid, mode, key)
             assert np.array_equal(ref.labels, merge_reference_loop(seed, masks, 21)), sid
+            for mode in ("official", "paper"):  # compiled loops == numpy code
+                with numpy_code():
+                    a = merge(seed, cm, mode=mode, num_classes=21)
+                assert_same_records(a, merge(seed, cm, mode=mode, num_classes=21))
             fns = {
                 "crops": lambda: merge(seed, cm, mode="official", num_classes=21),
+                "crops numpy": lambda: numpy_merge(seed, cm),
                 "crops+build": lambda: merge(seed, CroppedMasks.from_relative(rel, crops, seed.shape),
                                              mode="official", num_classes=21),
                 "planes": lambda: merge(seed, masks, mode="official", num_classes=21, kernel="planes"),
@@ -223,7 +254,7 @@ def main() -> None:
     n = len(rows)
     print()
     print(f"inputs: {n} images {SIZE[0]}x{SIZE[1]} from {source}, {args.masks} masks each; labels identical "
-          f"in every contender, records identical in both kernels and modes")
+          f"in every contender, records identical in both kernels and modes, compiled loops or numpy code")
     for clock, i in (("CPU time", 0), ("wall time", 1)):
         tot = {k: sum(r[k][i] for r in rows) for k in rows[0]}
         print(f"mean ms/image ({clock}): " + " | ".join(f"{k} {v / n * 1e3:.2f}" for k, v in tot.items()))
@@ -234,6 +265,9 @@ def main() -> None:
               f"planes / crops: {tot['planes'] / tot['crops']:.2f}x; "
               f"loop / (crops+build): {tot['loop'] / tot['crops+build']:.1f}x; "
               f"paper planes / paper crops: {tot['paper planes'] / tot['paper crops']:.2f}x")
+        nratios = [r["loop"][i] / r["crops numpy"][i] for r in rows]
+        print(f"  per-class loop / crops kernel, numpy code: {tot['loop'] / tot['crops numpy']:.1f}x "
+              f"(per image: median {np.median(nratios):.1f}x, min {min(nratios):.1f}x)")
         if args.released:
             print(f"  released (PNG per class) / crops: {tot['released'] / tot['crops']:.1f}x; "
                   f"released / sepl+read: {tot['released'] / tot['sepl+read']:.1f}x")

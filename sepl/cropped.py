@@ -14,7 +14,9 @@ statistics, unions and label maps ``sepl.merge.merge`` needs from the crops alon
   the label map on words (CAM fallback, painting order) and unpacks it once per label.
 
 Everything is exact integer arithmetic: results equal those of the full-plane kernel
-(``tests/test_merge.py`` checks both against each other and the per-class loop).
+(``tests/test_merge.py`` checks both against each other and the per-class loop). The
+intersections and unions also have compiled loops (``sepl._jit``, numba), which a long run
+switches to; their results are the numpy code's.
 
 Entry point: ``sepl.merge.merge(seed, CroppedMasks.from_relative(boxes, crops, (H, W)))``.
 """
@@ -26,6 +28,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import _jit
 from .errors import SeplError
 
 # The bool staging buffer for packing is built in chunks of about this many bytes: a chunk is
@@ -196,6 +199,7 @@ class CropKernel:
         self.n, self.hw = len(masks), self.h * self.w
         self.ww = -(-self.w // _WORD)
         self.torch = False
+        self._jit = _jit.active()  # compiled loops for inters and unions (same results)
         b = masks.boxes
         self._w0 = b[:, 0] // _WORD
         self._nw = np.where(b[:, 2] > b[:, 0], -(-b[:, 2] // _WORD) - self._w0, 0)  # words per crop row
@@ -292,6 +296,11 @@ class CropKernel:
         if self.n == 0 or k == 0:
             return out
         sets = np.stack(planes)  # (K, H*WW)
+        if self._jit:  # one compiled pass over every mask's words (sepl._jit)
+            if self._words is None:
+                self._pack(np.arange(self.n))
+            return _jit.crop_inters(sets, self._words, self._start, self.masks.boxes[:, 1], self._bh, self._w0,
+                                    self._nw, self.ww)
         live = self._live(np.bitwise_or.reduce(sets, axis=0).reshape(self.h, self.ww))
         if live.size == 0:
             if self._words is None:
@@ -356,6 +365,10 @@ class CropKernel:
             self._pack(np.arange(self.n))
         out = np.zeros((self.h, self.ww), np.uint64)
         words, start, boxes = self._words, self._start, self.masks.boxes
+        if self._jit:
+            _jit.crop_union(out, rows.astype(np.int64, copy=False), words, start, boxes[:, 1], self._bh, self._w0,
+                            self._nw)
+            return out.reshape(-1)
         for k, s, y0, y1, w0, nw in zip(rows.tolist(), start[rows].tolist(), boxes[rows, 1].tolist(),
                                         boxes[rows, 3].tolist(), self._w0[rows].tolist(), self._nw[rows].tolist()):
             if nw == 1:  # a 1-D ufunc call costs a quarter of a 2-D one

@@ -528,3 +528,64 @@ def test_torch_kernel_paths_match_numpy(rng):
     assert np.array_equal(a.union(rows), t.union(rows))
     pixels = np.flatnonzero(masks[rows].any(0))[:50]
     assert np.array_equal(a.max_key(rows, np.array([3, 1, 2]), pixels), t.max_key(rows, np.array([3, 1, 2]), pixels))
+
+
+# --- the compiled loops of the crops kernel (sepl._jit) == its numpy code -------------------------
+
+import contextlib  # noqa: E402
+
+from sepl import _jit  # noqa: E402
+
+
+@contextlib.contextmanager
+def jit_mode(mode):
+    saved = _jit.MODE
+    _jit.MODE = mode
+    try:
+        yield
+    finally:
+        _jit.MODE = saved
+
+
+@pytest.mark.skipif(not _jit.AVAILABLE, reason="numba is not installed")
+@settings(max_examples=150, deadline=None)
+@given(wide_scenes(), st.sampled_from(["official", "paper"]), st.booleans())
+def test_compiled_loops_equal_numpy_code(scene, mode, keep_ignore):
+    """Merges, intersections (several sets, areas asked first or not) and unions of the crops
+    kernel are the same with the numba loops as with the numpy code, on tight and loose crops."""
+    from sepl.cropped import CropKernel
+
+    seed, masks, c, r = scene
+    flat = seed.reshape(-1)
+    kw = dict(mode=mode, num_classes=c, keep_ignore=keep_ignore, allow_empty=True)
+    for crops in (CroppedMasks.from_planes(masks), loose_crops(np.random.default_rng(r), masks)):
+        got = {}
+        for m in ("never", "always"):
+            with jit_mode(m):
+                kern = CropKernel(crops)
+                assert kern._jit == (m == "always")
+                inters = kern.inters([kern.value_bits(flat, v) for v in (1, 2, 255)])
+                rows = np.flatnonzero(np.arange(len(masks)) % 3 != 1)
+                got[m] = (merge(seed, crops, **kw), inters, kern.area(), kern.union_bits(rows))
+        a, b = got["never"], got["always"]
+        assert_same(a[0], b[0])
+        assert np.array_equal(a[1], b[1]) and np.array_equal(a[2], b[2])
+        assert (a[3] is None and b[3] is None) or np.array_equal(a[3], b[3])
+
+
+def test_compiled_loops_load_after_warm_calls(monkeypatch):
+    """auto mode: numpy for the first WARM_CALLS kernels of a process, the loops after; never
+    and always do what they say."""
+    monkeypatch.setattr(_jit, "AVAILABLE", True)
+    monkeypatch.setattr(_jit, "_loaded", False)
+    monkeypatch.setattr(_jit, "_calls", 0)
+    monkeypatch.setattr(_jit, "WARM_CALLS", 3)
+    with jit_mode("auto"):
+        assert [_jit.active() for _ in range(5)] == [False, False, False, True, True]
+    with jit_mode("never"):
+        assert not _jit.active()
+    with jit_mode("always"):
+        assert _jit.active()
+    monkeypatch.setattr(_jit, "AVAILABLE", False)
+    with jit_mode("always"):
+        assert not _jit.active()  # without numba the numpy code runs

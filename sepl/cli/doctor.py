@@ -7,7 +7,7 @@ import os
 
 from ._common import add_command
 
-OPTIONAL = ["torch", "torchvision", "segment_anything", "groundingdino", "transformers", "timm"]
+OPTIONAL = ["numba", "torch", "torchvision", "segment_anything", "groundingdino", "transformers", "timm"]
 
 
 def register(subparsers):

@@ -289,3 +289,26 @@ def test_sample_over_16mb_in_the_database_is_a_named_failure_not_a_crash(dataset
         refine(dataset, "seeds", "sam", "out", num_workers=1, mask_dir=str(tmp_path))
     assert big.id in str(e.value) and "(2 written)" in str(e.value)
     assert len(dataset.exists("out")) == 2
+
+
+def test_gc_pause_restores_the_collector_state():
+    """The held-sample patch pauses cyclic GC and restores what it found, errors included."""
+    import gc
+
+    from sepl.fo._fill import _gc_paused
+
+    assert gc.isenabled()
+    with _gc_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError):
+        with _gc_paused():
+            raise RuntimeError("boom")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with _gc_paused():
+            pass
+        assert not gc.isenabled()  # a caller's own pause is left alone
+    finally:
+        gc.enable()

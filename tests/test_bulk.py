@@ -224,6 +224,33 @@ def _state(label):
             label.to_dict())
 
 
+@pytest.mark.parametrize("name, raw", [
+    ("bounding_box", [0.1, 0.2, 0.3, 0.4]), ("bounding_box", [0, 1, 0.5, 0.5]), ("bounding_box", []),
+    ("tags", []), ("tags", ["a", "b"]), ("tags", ["a", 1]), ("attributes", {}),
+    ("attributes", {"x": {"_cls": "Attribute", "value": 1}}), ("label", "cat"), ("label", b"cat"),
+    ("confidence", 0.5), ("confidence", 1),
+])
+def test_held_value_converters_match_mongoengine(name, raw):
+    """The copies' shortcuts (``_fill._converter``) give what the field's ``to_python`` gives."""
+    import fiftyone.core.labels as fol
+
+    from sepl.fo._fill import _converter
+
+    field = fol.Detection._fields[name]
+    mine, theirs = _converter(field)(raw), field.to_python(raw)
+
+    def kinds(v):
+        if isinstance(v, list):
+            return [type(v).__name__] + [kinds(x) for x in v]
+        if isinstance(v, dict):
+            return [type(v).__name__] + [(k, kinds(x)) for k, x in v.items()]
+        return type(v).__name__
+
+    assert mine == theirs and kinds(mine) == kinds(theirs)
+    if isinstance(raw, list):
+        assert mine is not raw  # the stored list is never shared
+
+
 def test_held_detections_are_the_objects_fiftyone_builds(dataset):
     """Held samples' decision detections are copied from one built detection's state
     (``_fill._detections``): each must equal what FiftyOne builds from the stored document,
@@ -233,6 +260,10 @@ def test_held_detections_are_the_objects_fiftyone_builds(dataset):
     from sepl.fo import refine
 
     held = fill(dataset, n=3)
+    for det in held[0].sam.detections[2:4]:  # values the copies convert, not only defaults
+        det.tags = ["checked"]
+        det.confidence = 1
+    held[0].save()
     refine(dataset, "seeds", "sam", "out", num_workers=1)
     stored = {d["_id"]: d["out_masks"] for d in dataset._sample_collection.find({}, {"out_masks": 1})}
     for s in held:
@@ -251,6 +282,39 @@ def test_held_detections_are_the_objects_fiftyone_builds(dataset):
     again = dataset._sample_collection.find_one({"_id": held[0]._id})["out_masks"]["detections"]
     assert again[1]["reviewed"] is True and "reviewed" not in again[2] and again[2]["label"] == "cat"
     assert again[3] == stored[held[0]._id]["detections"][3]
+
+
+def test_held_decisions_take_masks_from_the_held_source_not_a_second_inflate(dataset, monkeypatch):
+    """Refine's decisions copy the masks field's bytes, so held samples lend their decoded
+    source masks (``_fill._source_masks``): same arrays as stored, never shared with the
+    source, and a source with unsaved changes is not lent from."""
+    import sepl.labels.raw as raw
+
+    from sepl.fo import refine
+
+    held = fill(dataset, n=3)
+    edited = held[1].sam.detections[0]
+    edited.mask = ~edited.mask  # unsaved, same dtype and shape: only the change tracking tells
+    inflated = []
+    real = raw.decode_array
+    # the masks the held-sample patch inflates (``_fill._decoded``), not the merge's
+    monkeypatch.setattr(raw, "decode_array",
+                        lambda b: (sys._getframe(1).f_code.co_name == "arrays" and inflated.append(b)) or real(b))
+    refine(dataset, "seeds", "sam", "out", num_workers=1)
+    monkeypatch.undo()
+    stored = {d["_id"]: d["out_masks"] for d in dataset._sample_collection.find({}, {"out_masks": 1})}
+    mask_bytes = {d["mask"] for doc in stored.values() for d in doc["detections"] if isinstance(d.get("mask"), bytes)}
+    for s in held:
+        for mine, doc in zip(s.out_masks.detections, stored[s._id]["detections"]):
+            want = raw.decode_array(doc["mask"])
+            assert mine.mask.dtype == want.dtype and np.array_equal(mine.mask, want)
+    # of the decisions' masks only the one whose source changed is inflated
+    assert len(mask_bytes) > 30 and sum(b in mask_bytes for b in inflated) == 1
+    assert not np.array_equal(held[1].out_masks.detections[0].mask, edited.mask)
+    src, copy = held[0].sam.detections[3], held[0].out_masks.detections[3]
+    assert src.id == copy.id and copy.mask is not src.mask
+    copy.mask[:] = ~copy.mask
+    assert not np.array_equal(copy.mask, src.mask)
 
 
 def test_oversize_update_goes_to_disk_and_reads_back(dataset, monkeypatch, tmp_path, caplog):

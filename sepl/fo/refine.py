@@ -132,7 +132,8 @@ def refine(
                     **asdict(config))
     # only the two input fields are read, as stored documents; merges run on num_workers processes
     done, failures = fill_rows(run.pending, [seed_field, masks_field], job, progress, what="refine",
-                               chunk_size=chunk_size, num_workers=num_workers, mask_dir=mask_dir, claim=run.claim)
+                               chunk_size=chunk_size, num_workers=num_workers, mask_dir=mask_dir, claim=run.claim,
+                               copies={decisions_field: masks_field} if store_decisions else None)
     set_mask_targets(ds, out_field, targets)
     raise_failures(failures, out_field, done)
     return done

@@ -66,6 +66,20 @@ def decode_array(data: bytes) -> np.ndarray:
         return np.load(f)
 
 
+def array_header(data: bytes) -> Optional[Tuple[np.dtype, Tuple[int, ...]]]:
+    """(dtype, shape) of the array ``encode_array`` made ``data`` of, from its first bytes
+    only (~2 us, not a full inflate); None for another form."""
+    try:
+        buf = zlib.decompressobj().decompress(data, 256)
+    except zlib.error:
+        return None
+    if buf[:6] != b"\x93NUMPY" or buf[6] != 1:
+        return None
+    n = int.from_bytes(buf[8:10], "little")
+    head = _parse_header(bytes(buf[10:10 + n])) if len(buf) >= 10 + n else None
+    return None if head is None else (head[0], head[2])
+
+
 def new_id() -> ObjectId:
     return ObjectId()
 

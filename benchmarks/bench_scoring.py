@@ -3,6 +3,8 @@
 On real VOC 2012 train pairs (TransCAM seed vs GT, as FiftyOne stores them: zlib'd .npy), in
 one process, best of ``--repeat`` passes over all pairs:
 
+- deflate: FiftyOne's ``serialize_numpy_array`` (standard zlib) vs ``raw.encode_array``
+  (zlib-ng, same level), on the seed maps, asserted to give the same arrays back;
 - inflate: the standard library's ``zlib.decompress`` vs zlib-ng (``sepl.labels.raw``);
 - counts: a per-pixel ``np.bincount`` of ``gt << 8 | pred`` vs ``sepl.metrics.pair_counts``
   (runs of equal pairs), asserted equal;
@@ -68,9 +70,16 @@ def main() -> int:
         g, p = (np.load(io.BytesIO(zlib.decompress(row["fields"][f]["mask"]))) for f in ("gt", "seeds"))
         return per_pixel((g, p))
 
+    from fiftyone.core.utils import deserialize_numpy_array, serialize_numpy_array
+
+    seeds = [s for _, s, _ in pairs]
+    for s in seeds:  # FiftyOne reads what sepl writes
+        assert np.array_equal(deserialize_numpy_array(raw.encode_array(s)), s)
+
     job = ScorePair("seeds", "gt", 21)
     print(f"CPU flags: {cpu_flags()}; {len(pairs)} VOC pairs of 375x500; best of {args.repeat}")
     for label, base, new, items in [
+        ("deflate a label map (FiftyOne's serialize -> encode_array)", serialize_numpy_array, raw.encode_array, seeds),
         ("inflate (zlib -> zlib-ng)", zlib.decompress, raw._inflate, blobs),
         ("pair counts (per-pixel bincount -> runs)", per_pixel, lambda gp: pair_counts(*gp), maps),
         ("score one sample (first release -> ScorePair)", first_release, job, rows),

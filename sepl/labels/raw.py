@@ -22,16 +22,20 @@ from bson import ObjectId
 from ..errors import SeplError
 
 try:  # zlib-ng inflates the same streams 2-4x faster (identical bytes: inflate is defined by the stream)
+    from zlib_ng.zlib_ng import compress as _deflate
     from zlib_ng.zlib_ng import decompress as _inflate
 except ImportError:  # pragma: no cover - a platform without its wheel: the standard library
-    _inflate = zlib.decompress
+    _deflate, _inflate = zlib.compress, zlib.decompress
 
 
 def encode_array(array: np.ndarray) -> bytes:
-    """FiftyOne's serialisation of an array (``fiftyone.core.utils.serialize_numpy_array``)."""
+    """FiftyOne's serialisation of an array (``fiftyone.core.utils.serialize_numpy_array``):
+    a zlib stream of its ``np.save`` bytes, which FiftyOne's ``zlib.decompress`` reads.
+    Deflated with zlib-ng at the same level: other bytes than the standard library's, the
+    same array, 2-3x as fast (VOC label maps 1.37 -> 0.60 ms, ``benchmarks/bench_scoring.py``)."""
     with io.BytesIO() as f:
         np.save(f, np.asarray(array), allow_pickle=False)
-        return zlib.compress(f.getvalue())
+        return _deflate(f.getvalue())
 
 
 _HEADER = re.compile(r"""\{'descr': '([^']+)', 'fortran_order': (True|False), 'shape': \(([0-9, ]*)\), \}""")

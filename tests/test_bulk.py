@@ -380,3 +380,15 @@ def test_gc_pause_restores_the_collector_state():
         assert not gc.isenabled()  # a caller's own pause is left alone
     finally:
         gc.enable()
+
+
+def test_seed_check_names_values_outside_the_targets_and_allows_ignore():
+    from sepl.labels.refine import check_seed
+
+    seed = np.zeros((20, 30), np.uint8)
+    seed[:5] = 255
+    seed[5:8] = 20
+    check_seed(seed, 21, "seeds")  # 0..20 and 255: fine
+    seed[10, :4] = [21, 40, 21, 254]
+    with pytest.raises(SeplError, match=r"seed 'seeds' holds classes \[21, 40, 254\]"):
+        check_seed(seed, 21, "seeds")

@@ -1,12 +1,12 @@
 """SAM 2 / 2.1 and SAM-HQ automatic masks through transformers' ``Sam2Model`` / ``SamHQModel``.
 
-The grid-of-points pipeline of ``sam_auto.SamAutoMasks`` with the same parameters and the
-same filters, in the same order: per crop, a grid of single-point prompts, three masks per
-point, predicted-IoU filter (``>``), stability filter (``>=``, on the logits at crop size),
-masks touching a crop edge that is not an image edge dropped, box NMS within a crop, NMS
-between crops preferring smaller crops, optional small-region clean-up. Every crop of every
-image goes through the image encoder in batches; a point batch is filtered by predicted
-IoU before its low-resolution logits are upscaled.
+The grid-of-points pipeline of ``sam_auto.SamAutoMasks`` (``amg.AutoMaskPipeline``'s stages)
+with the same parameters and the same filters, in the same order: per crop, a grid of
+single-point prompts, three masks per point, predicted-IoU filter (``>``), stability filter
+(``>=``, on the logits at crop size), masks touching a crop edge that is not an image edge
+dropped, box NMS within a crop, NMS between crops preferring smaller crops, optional
+small-region clean-up. Every crop of every image goes through the image encoder in batches;
+a point batch is filtered by predicted IoU before its low-resolution logits are upscaled.
 
 Pre- and post-processing are transformers' own: images go through the model's image
 processor (SAM 2: squashed to a square; SAM-HQ: longest side, padded), points are scaled as
@@ -17,89 +17,16 @@ like every other source, so ``refine`` takes these masks unchanged.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..errors import SeplError
 from ..optional import require
-from .base import MaskSet, MaskSource
-from .runtime import BatchSize, check_image, resolve_dtype, with_oom_retry
+from .amg import AutoMaskPipeline
+from .runtime import BatchSize, resolve_dtype, with_oom_retry
 
 FAMILY_NAMES = {"sam2": "sam2_auto", "samhq": "samhq_auto"}
-
-
-# -- small pure helpers (same maths as segment_anything.utils.amg, without the dependency) ----
-
-def point_grid(n_per_side: int) -> np.ndarray:
-    """(n*n, 2) float64 points in [0, 1]^2 at the centres of an n x n grid (x, y)."""
-    offset = 1 / (2 * n_per_side)
-    side = np.linspace(offset, 1 - offset, n_per_side)
-    xs = np.tile(side[None, :], (n_per_side, 1))
-    ys = np.tile(side[:, None], (1, n_per_side))
-    return np.stack([xs, ys], axis=-1).reshape(-1, 2)
-
-
-def crop_boxes(hw: Tuple[int, int], n_layers: int, overlap_ratio: float) -> Tuple[List[List[int]], List[int]]:
-    """XYXY crop boxes (the whole image first) and the layer of each, as SAM's pipeline makes them."""
-    h, w = hw
-    short = min(h, w)
-    boxes, layers = [[0, 0, w, h]], [0]
-    for i in range(n_layers):
-        n = 2 ** (i + 1)
-        overlap = int(overlap_ratio * short * (2 / n))
-        cw = int(np.ceil((overlap * (n - 1) + w) / n))
-        ch = int(np.ceil((overlap * (n - 1) + h) / n))
-        for x0 in [int((cw - overlap) * k) for k in range(n)]:  # x outer, as itertools.product in SAM
-            for y0 in [int((ch - overlap) * k) for k in range(n)]:
-                boxes.append([x0, y0, min(x0 + cw, w), min(y0 + ch, h)])
-                layers.append(i + 1)
-    return boxes, layers
-
-
-def stability_score(logits, threshold: float, offset: float):
-    """(N,) IoU between the masks at ``threshold + offset`` and ``threshold - offset``."""
-    torch = require("torch")
-    inter = (logits > (threshold + offset)).sum((-1, -2), dtype=torch.int32)
-    union = (logits > (threshold - offset)).sum((-1, -2), dtype=torch.int32)
-    return inter / union
-
-
-def mask_boxes(masks):
-    """(N, 4) XYXY boxes (inclusive max, zeros for empty masks) of (N, H, W) bool masks."""
-    torch = require("torch")
-    n, h, w = masks.shape
-    if n == 0:
-        return torch.zeros((0, 4), device=masks.device)
-    rows, cols = masks.any(2), masks.any(1)
-    ar_h = torch.arange(h, device=masks.device)
-    ar_w = torch.arange(w, device=masks.device)
-    y1 = (rows * ar_h).max(1).values
-    y0 = torch.where(rows, ar_h, h).min(1).values
-    x1 = (cols * ar_w).max(1).values
-    x0 = torch.where(cols, ar_w, w).min(1).values
-    empty = (x1 < x0) | (y1 < y0)
-    out = torch.stack([x0, y0, x1, y1], 1)
-    return torch.where(empty[:, None], torch.zeros_like(out), out)
-
-
-def near_crop_edge(boxes, crop_box: Sequence[int], image_box: Sequence[int], atol: float = 20.0):
-    """(N,) bool: boxes (in crop coordinates) touching a crop edge that is not an image edge."""
-    torch = require("torch")
-    cb = torch.as_tensor(crop_box, dtype=torch.float, device=boxes.device)
-    ib = torch.as_tensor(image_box, dtype=torch.float, device=boxes.device)
-    b = boxes.float() + torch.tensor([crop_box[0], crop_box[1]] * 2, device=boxes.device)
-    near_crop = torch.isclose(b, cb[None], atol=atol, rtol=0)
-    near_image = torch.isclose(b, ib[None], atol=atol, rtol=0)
-    return (near_crop & ~near_image).any(1)
-
-
-def uncrop_masks(masks, crop_box: Sequence[int], h: int, w: int):
-    torch = require("torch")
-    x0, y0, x1, y1 = crop_box
-    if (x0, y0, x1, y1) == (0, 0, w, h):
-        return masks
-    return torch.nn.functional.pad(masks, (x0, w - x1, y0, h - y1), value=False)
 
 
 # -- the model adapters ---------------------------------------------------------------------
@@ -229,7 +156,7 @@ class SamHQBackend(_Backend):
 BACKENDS = {"sam2": Sam2Backend, "samhq": SamHQBackend}
 
 
-class HFSamAutoMasks(MaskSource):
+class HFSamAutoMasks(AutoMaskPipeline):
     """Automatic masks of SAM 2 / 2.1 (``family="sam2"``) or SAM-HQ (``family="samhq"``).
 
     Arguments (as ``SamAutoMasks``'s; defaults are SAM 1's, so a run differs only by model):
@@ -245,7 +172,7 @@ class HFSamAutoMasks(MaskSource):
       random_weights (bool): recorded; True when the model is the tiny random one.
     """
 
-    is_sam = True
+    _config_keys = ("model_name", "dtype", "random_weights")
 
     def __init__(self, model, processor, family: str = "sam2", points_per_side: int = 32,
                  points_per_batch: int = 128, pred_iou_thresh: float = 0.88, stability_score_thresh: float = 0.95,
@@ -264,115 +191,34 @@ class HFSamAutoMasks(MaskSource):
             raise SeplError("points_per_side and points_per_batch must be >= 1")
         self.family = family
         self.backend = BACKENDS[family](model, processor, dtype=dtype)
-        self.points_per_side = points_per_side
-        self.points_per_batch = points_per_batch
-        self._point_batch = BatchSize(points_per_batch)
+        self._init_pipeline(points_per_side, points_per_batch, pred_iou_thresh, stability_score_thresh,
+                            stability_score_offset, box_nms_thresh, crop_n_layers, crop_nms_thresh,
+                            crop_overlap_ratio, crop_n_points_downscale_factor, min_mask_region_area)
         self._image_batch = BatchSize(image_batch)
-        self.pred_iou_thresh = pred_iou_thresh
-        self.stability_score_thresh = stability_score_thresh
-        self.stability_score_offset = stability_score_offset
-        self.box_nms_thresh = box_nms_thresh
-        self.crop_n_layers = crop_n_layers
-        self.crop_nms_thresh = crop_nms_thresh
-        self.crop_overlap_ratio = crop_overlap_ratio
-        self.crop_n_points_downscale_factor = crop_n_points_downscale_factor
-        self.min_mask_region_area = min_mask_region_area
         self.dtype = dtype
         self.model_name = model_name or family
         self.random_weights = bool(random_weights)
         self.name = f"{FAMILY_NAMES[family]}/{self.model_name}"
-        self.point_grids = [point_grid(int(points_per_side / crop_n_points_downscale_factor ** i))
-                            for i in range(crop_n_layers + 1)]
 
-    def config(self) -> Dict[str, Any]:
-        keys = ("points_per_side", "pred_iou_thresh", "stability_score_thresh", "stability_score_offset",
-                "box_nms_thresh", "crop_n_layers", "crop_nms_thresh", "crop_overlap_ratio",
-                "crop_n_points_downscale_factor", "min_mask_region_area", "model_name", "dtype", "random_weights")
-        return dict({k: getattr(self, k) for k in keys}, source=FAMILY_NAMES[self.family])
+    @property
+    def _config_source(self) -> str:
+        return FAMILY_NAMES[self.family]
 
-    def generate(self, image: np.ndarray) -> MaskSet:
-        """Masks of one HxWx3 uint8 RGB image."""
-        return self.generate_batch([image])[0]
+    @property
+    def mask_threshold(self) -> float:
+        return self.backend.mask_threshold
 
-    def generate_batch(self, images: Sequence[np.ndarray]) -> List[MaskSet]:
-        """Masks of each image; all crops of all images go through the encoder in batches."""
-        images = [check_image(im) for im in images]
-        jobs = []  # (image index, crop box, layer)
-        for i, im in enumerate(images):
-            boxes, layers = crop_boxes(im.shape[:2], self.crop_n_layers, self.crop_overlap_ratio)
-            jobs += [(i, b, l) for b, l in zip(boxes, layers)]
-        crops = [images[i][b[1]:b[3], b[0]:b[2]] for i, b, _ in jobs]
-        feats = with_oom_retry(self.backend.encode, crops, self._image_batch, what="image batch")
-        per_image: List[List[Dict[str, Any]]] = [[] for _ in images]
-        for (i, box, layer), crop, f in zip(jobs, crops, feats):
-            per_image[i].append(self._process_crop(f, crop.shape[:2], box, layer, images[i].shape[:2]))
-        return [self._finish(parts, im.shape[:2]) for parts, im in zip(per_image, images)]
+    # -- model hooks (the backend's, looked up per call so a test may replace them) -------------
 
-    # -- stages ---------------------------------------------------------------------------
+    def _encode(self, crops):
+        return with_oom_retry(self.backend.encode, crops, self._image_batch, what="image batch")
 
-    def _process_crop(self, features, crop_hw, crop_box, layer, orig_hw) -> Dict[str, Any]:
-        torch = require("torch")
-        from torchvision.ops.boxes import batched_nms
-
-        points = self.point_grids[layer] * np.array(crop_hw)[None, ::-1]
-        batches = with_oom_retry(lambda p: [self._process_batch(features, p, crop_hw, crop_box, orig_hw)],
-                                 points, self._point_batch, what="point batch")
-        data = {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
-        keep = batched_nms(data["boxes"].float(), data["iou_preds"], torch.zeros_like(data["iou_preds"]),
-                           iou_threshold=self.box_nms_thresh)
-        data = {k: v[keep] for k, v in data.items()}
-        off = torch.tensor([crop_box[0], crop_box[1]], device=data["boxes"].device)
-        data["boxes"] = data["boxes"] + off.repeat(2)
-        data["points"] = data["points"] + off.to(data["points"].dtype)
-        data["masks"] = uncrop_masks(data["masks"], crop_box, *orig_hw)
-        data["crop_boxes"] = torch.tensor([crop_box], dtype=torch.float32).expand(len(keep), 4)
-        return data
-
-    def _process_batch(self, features, points: np.ndarray, crop_hw, crop_box, orig_hw) -> Dict[str, Any]:
-        torch = require("torch")
+    def _predict(self, features, points: np.ndarray, crop_hw: Tuple[int, int]):
         be = self.backend
-        dev = be.device
-        coords = torch.as_tensor(be.scale_points(points, crop_hw), device=dev)
-        low, iou = be.decode(features, coords)
-        low, iou = low.flatten(0, 1), iou.flatten(0, 1)
-        pts = torch.as_tensor(points, dtype=torch.float32, device=dev).repeat_interleave(low.shape[0] // len(points), 0)
-        keep = iou > self.pred_iou_thresh if self.pred_iou_thresh > 0 else torch.ones_like(iou, dtype=torch.bool)
-        low, iou, pts = low[keep], iou[keep], pts[keep]
-        logits = be.upscale(low, crop_hw)
-        stab = stability_score(logits, be.mask_threshold, self.stability_score_offset)
-        if self.stability_score_thresh > 0:
-            keep = stab >= self.stability_score_thresh
-            logits, iou, pts, stab = logits[keep], iou[keep], pts[keep], stab[keep]
-        masks = logits > be.mask_threshold
-        boxes = mask_boxes(masks)
-        keep = ~near_crop_edge(boxes, crop_box, [0, 0, orig_hw[1], orig_hw[0]])
-        return dict(masks=masks[keep], iou_preds=iou[keep], points=pts[keep], stability_score=stab[keep],
-                    boxes=boxes[keep])
+        return be.decode(features, require("torch").as_tensor(be.scale_points(points, crop_hw), device=be.device))
 
-    def _finish(self, parts: List[Dict[str, Any]], orig_hw) -> MaskSet:
-        torch = require("torch")
-        from torchvision.ops.boxes import batched_nms, box_area
-
-        data = {k: torch.cat([p[k].to(parts[0][k].device) for p in parts]) for k in parts[0]}
-        if len(parts) > 1:  # duplicates between crops: prefer masks from smaller crops
-            scores = (1 / box_area(data["crop_boxes"])).to(data["boxes"].device)
-            keep = batched_nms(data["boxes"].float(), scores, torch.zeros_like(scores),
-                               iou_threshold=self.crop_nms_thresh)
-            data = {k: v[keep] for k, v in data.items()}
-        out = {k: v.detach().cpu().numpy() for k, v in data.items()}
-        if self.min_mask_region_area > 0 and len(out["masks"]):
-            from .sam_auto import remove_small_regions_batched
-
-            out = remove_small_regions_batched(out, self.min_mask_region_area,
-                                               max(self.box_nms_thresh, self.crop_nms_thresh))
-        masks = out["masks"].astype(bool)
-        return MaskSet(masks, source=self.name,
-                       area=masks.sum((1, 2)).astype(np.int64),
-                       predicted_iou=out["iou_preds"].astype(np.float32),
-                       stability_score=out["stability_score"].astype(np.float32),
-                       boxes=out["boxes"].astype(np.float32),
-                       point_coords=out["points"].astype(np.float32),
-                       crop_boxes=out["crop_boxes"].astype(np.float32))
+    def _upscale(self, low, crop_hw: Tuple[int, int]):
+        return self.backend.upscale(low, crop_hw)
 
 
 def build_auto_masks(family: str, model: Optional[str] = None, device: str = "auto", random_weights: bool = False,

@@ -392,3 +392,27 @@ def test_seed_check_names_values_outside_the_targets_and_allows_ignore():
     seed[10, :4] = [21, 40, 21, 254]
     with pytest.raises(SeplError, match=r"seed 'seeds' holds classes \[21, 40, 254\]"):
         check_seed(seed, 21, "seeds")
+
+
+def test_default_workers_start_processes_only_when_the_run_pays_for_them(dataset, monkeypatch):
+    """All cores by default, but a run whose first rows say it would end before two spawned
+    workers start is computed in this process; same outputs either way."""
+    import sepl.fo._fill as fill_mod
+    import sepl.labels.pool as pool
+
+    from sepl.fo import refine
+
+    started = []
+    real = pool.ProcessPoolExecutor
+    monkeypatch.setattr(pool, "ProcessPoolExecutor", lambda *a, **k: started.append(1) or real(*a, **k))
+    monkeypatch.setattr(pool, "default_workers", lambda: 2)
+    fill(dataset, n=20)
+    refine(dataset, "seeds", "sam", "small")  # 20 tiny samples: ~ms of work
+    assert started == []
+    monkeypatch.setattr(fill_mod, "_SPAWN_PAYS_S", 0.0)  # as if the rest were long
+    refine(dataset, "seeds", "sam", "big", chunk_size=8)
+    assert started == [1]
+    small, big = _outputs(dataset, "small"), _outputs(dataset, "big")
+    assert small.keys() == big.keys()
+    for sid in small:
+        assert np.array_equal(small[sid][0], big[sid][0]) and small[sid][1] == big[sid][1]

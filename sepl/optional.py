@@ -18,12 +18,14 @@ EXTRAS = {
 }
 
 
-def require(module: str, feature: str = "") -> ModuleType:
-    """Import ``module`` or raise a SeplError naming the extra that provides it."""
+def require(module: str, feature: str = "", extra: str = "") -> ModuleType:
+    """Import ``module`` or raise a SeplError naming the extra that provides it (``extra``
+    where a module serves several: transformers for Grounding DINO or for SAM 2 / 3)."""
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        extra, what = EXTRAS.get(module, ("all", module))
+        default, what = EXTRAS.get(module, ("all", module))
+        extra = extra or default
         need = f" for {feature}" if feature else ""
         raise SeplError(
             f"{what} is not installed{need} ({e})",

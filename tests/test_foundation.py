@@ -152,6 +152,11 @@ def test_missing_extra_names_the_pip_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "segment_anything", None)  # makes the import fail
     with pytest.raises(SeplError, match=r"sepl\[sam\]"):
         require("segment_anything", "SAM masks")
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    with pytest.raises(SeplError, match=r"sepl\[sam2\]"):  # SAM 2 / 3 do not need Grounding DINO's extra
+        from sepl.masks.hf_models import load_hf_sam
+
+        load_hf_sam("sam2", None, random_weights=True)
 
 
 def test_database_error_says_what_to_fix(monkeypatch):

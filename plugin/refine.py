@@ -133,7 +133,7 @@ def _refine_form(ctx, inputs) -> bool:
         inputs.view("exists", types.Notice(
             label=f"'{out}' exists: an identical earlier run resumes; otherwise tick overwrite"))
     inputs.bool("overwrite", default=False, label="Overwrite an existing output field")
-    inputs.int("num_workers", default=0, label="Merge processes", description="0: all cores (same result for any)")
+    inputs.int("num_workers", default=0, label="Merge processes", description="0: all cores, when the run is long enough to pay for starting them (same result for any)")
     gts = [s for s in segs if s != out and s != ctx.params.get("seed_field", seed_default)]
     if gts:
         gt_default = "ground_truth" if "ground_truth" in gts else None

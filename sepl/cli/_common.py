@@ -118,4 +118,5 @@ def load_view(args, hint: str = ""):
 def add_workers_arg(parser: argparse.ArgumentParser, what: str = "processes") -> None:
     """``--workers N``: CPU processes for the step (default 0 = all cores, ``os.cpu_count()``)."""
     parser.add_argument("--workers", type=int, default=0,
-                        help=f"{what} (default 0: all cores); results do not depend on it")
+                        help=f"{what} (default 0: all cores, started once the first samples show the run "
+                             f"outlasts starting them); results do not depend on it")

@@ -232,15 +232,16 @@ def _state(label):
     ("bounding_box", [0.1, 0.2, 0.3, 0.4]), ("bounding_box", [0, 1, 0.5, 0.5]), ("bounding_box", []),
     ("tags", []), ("tags", ["a", "b"]), ("tags", ["a", 1]), ("attributes", {}),
     ("attributes", {"x": {"_cls": "Attribute", "value": 1}}), ("label", "cat"), ("label", b"cat"),
-    ("confidence", 0.5), ("confidence", 1),
+    ("confidence", 0.5), ("confidence", 1), ("any_list", [1, "a"]), ("any_list", []),
 ])
 def test_held_value_converters_match_mongoengine(name, raw):
     """The copies' shortcuts (``_fill._converter``) give what the field's ``to_python`` gives."""
+    import fiftyone.core.fields as fo_fields
     import fiftyone.core.labels as fol
 
     from sepl.fo._fill import _converter
 
-    field = fol.Detection._fields[name]
+    field = fol.Detection._fields[name] if name != "any_list" else fo_fields.ListField()
     mine, theirs = _converter(field)(raw), field.to_python(raw)
 
     def kinds(v):

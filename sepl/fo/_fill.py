@@ -208,9 +208,9 @@ def _converter(field) -> Callable[[Any], Any]:
     import mongoengine.fields as mef
 
     to_python = field.to_python
-    inner = type(getattr(field, "field", None))
-    if isinstance(field, mef.ListField) and inner.to_python in (mef.FloatField.to_python, mef.StringField.to_python):
-        kind = float if inner.to_python is mef.FloatField.to_python else str
+    inner = getattr(type(getattr(field, "field", None)), "to_python", None)  # None: a list of anything
+    if isinstance(field, mef.ListField) and inner in (mef.FloatField.to_python, mef.StringField.to_python):
+        kind = float if inner is mef.FloatField.to_python else str
         return lambda raw: list(raw) if type(raw) is list and all(type(v) is kind for v in raw) else to_python(raw)
     if isinstance(field, mef.DictField):
         return lambda raw: {} if type(raw) is dict and not raw else to_python(raw)

@@ -41,6 +41,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import SeplError
+from ..labels import raw
 from ..labels.pool import RowPool, resolve_workers
 from ..labels.rows import row_name
 from .convert import sample_name
@@ -211,11 +212,11 @@ def _converter(field) -> Callable[[Any], Any]:
     inner = getattr(type(getattr(field, "field", None)), "to_python", None)  # None: a list of anything
     if isinstance(field, mef.ListField) and inner in (mef.FloatField.to_python, mef.StringField.to_python):
         kind = float if inner is mef.FloatField.to_python else str
-        return lambda raw: list(raw) if type(raw) is list and all(type(v) is kind for v in raw) else to_python(raw)
+        return lambda value: list(value) if type(value) is list and all(type(v) is kind for v in value) else to_python(value)
     if isinstance(field, mef.DictField):
-        return lambda raw: {} if type(raw) is dict and not raw else to_python(raw)
+        return lambda value: {} if type(value) is dict and not value else to_python(value)
     if type(field).to_python is mef.StringField.to_python:
-        return lambda raw: raw if type(raw) is str else to_python(raw)
+        return lambda value: value if type(value) is str else to_python(value)
     return to_python
 
 
@@ -239,8 +240,8 @@ class _Like:
     def __call__(self, d: Dict[str, Any]):
         data = {}
         for name, key, convert in self.plan:
-            raw = d.get(key)
-            data[name] = raw if raw is None or convert is None else convert(raw)
+            value = d.get(key)
+            data[name] = value if value is None or convert is None else convert(value)
         dynamic = self.dynamic
         if not _plain(data, dynamic):
             return self.cls._from_son(dict(d))
@@ -282,16 +283,15 @@ def _son_copy(son):
 def _decoded(doc: Dict[str, Any], source: Optional[Dict[Any, Any]] = None) -> Dict[str, Any]:
     """A label document with its masks as (writable) arrays: FiftyOne would decode them with
     ``np.load``, a third of the cost of building 100 detections for a held sample."""
-    from ..labels.raw import array_header, decode_array
 
     def arrays(d):
         mask = d.get("mask")
         if not isinstance(mask, bytes):
             return d
         lent = source.get(str(d.get("_id"))) if source else None
-        if lent is not None and array_header(mask) == (lent.dtype, lent.shape):
+        if lent is not None and raw.array_header(mask) == (lent.dtype, lent.shape):
             return dict(d, mask=lent.copy())
-        return dict(d, mask=decode_array(mask).copy())
+        return dict(d, mask=raw.decode_array(mask).copy())
 
     if isinstance(doc.get("detections"), list):
         return dict(doc, detections=[arrays(d) if isinstance(d, dict) else d for d in doc["detections"]])
@@ -342,14 +342,13 @@ class BulkWriter:
         self._declared.update(new)
 
     def _spill(self, sid: str, fields: Dict[str, Any], size: int) -> Dict[str, Any]:
-        from ..labels.raw import spill_masks
         from .convert import mask_dir_for
 
         out = {}
         for f, doc in fields.items():
             if isinstance(doc, dict) and doc.get("_cls") in ("Segmentation", "Detections"):
                 folder = mask_dir_for(self.dataset, f, self.mask_dir) / "oversize"
-                doc = spill_masks(doc, str(folder), sid)
+                doc = raw.spill_masks(doc, str(folder), sid)
                 log.warning("sample %s: %.1f MB would exceed MongoDB's 16 MB document limit; the masks of '%s' "
                             "are stored as PNGs under %s (mask_path)", sid, size / 2 ** 20, f, folder)
             out[f] = doc

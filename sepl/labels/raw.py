@@ -50,6 +50,16 @@ def _parse_header(header: bytes):
     return np.dtype(m.group(1)), m.group(2) == "True", shape
 
 
+def _npy_header(buf: bytes):
+    """(dtype, fortran order, shape, data offset) of .npy version 1 bytes whose header is in
+    ``buf`` and of the form ``np.save`` writes, else None."""
+    if buf[:6] != b"\x93NUMPY" or len(buf) < 10 or buf[6] != 1:
+        return None
+    n = int.from_bytes(buf[8:10], "little")
+    head = _parse_header(buf[10:10 + n]) if len(buf) >= 10 + n else None
+    return None if head is None else (*head, 10 + n)
+
+
 def decode_array(data: bytes) -> np.ndarray:
     """Inverse of ``encode_array``: a read-only array over the decompressed bytes.
 
@@ -59,13 +69,11 @@ def decode_array(data: bytes) -> np.ndarray:
     sepl; same bytes, 2-4x as fast as the standard library's zlib: ``benchmarks/bench_scoring.py``).
     """
     buf = _inflate(data)
-    if buf[:6] == b"\x93NUMPY" and buf[6] == 1:
-        n = int.from_bytes(buf[8:10], "little")
-        head = _parse_header(buf[10:10 + n])
-        if head is not None:
-            dtype, fortran, shape = head
-            arr = np.frombuffer(buf, dtype=dtype, offset=10 + n, count=math.prod(shape))
-            return arr.reshape(shape, order="F") if fortran else arr.reshape(shape)
+    head = _npy_header(buf)
+    if head is not None:
+        dtype, fortran, shape, offset = head
+        arr = np.frombuffer(buf, dtype=dtype, offset=offset, count=math.prod(shape))
+        return arr.reshape(shape, order="F") if fortran else arr.reshape(shape)
     with io.BytesIO(buf) as f:
         return np.load(f)
 
@@ -74,13 +82,9 @@ def array_header(data: bytes) -> Optional[Tuple[np.dtype, Tuple[int, ...]]]:
     """(dtype, shape) of the array ``encode_array`` made ``data`` of, from its first bytes
     only (~2 us, not a full inflate); None for another form."""
     try:
-        buf = zlib.decompressobj().decompress(data, 256)
+        head = _npy_header(zlib.decompressobj().decompress(data, 256))
     except zlib.error:
         return None
-    if buf[:6] != b"\x93NUMPY" or buf[6] != 1:
-        return None
-    n = int.from_bytes(buf[8:10], "little")
-    head = _parse_header(bytes(buf[10:10 + n])) if len(buf) >= 10 + n else None
     return None if head is None else (head[0], head[2])
 
 

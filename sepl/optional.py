@@ -13,19 +13,17 @@ EXTRAS = {
     "torchvision": ("train", "torchvision (CAM and DeepLab backbones)"),
     "segment_anything": ("sam", "segment-anything (SAM masks)"),
     "groundingdino": ("grounding", "groundingdino-py (Grounding DINO)"),
-    "transformers": ("grounding", "transformers"),
+    "transformers": ("sam2", "transformers"),  # SAM 2 / SAM-HQ / SAM 3 (no Grounding DINO needed)
     "timm": ("grounding", "timm"),
 }
 
 
-def require(module: str, feature: str = "", extra: str = "") -> ModuleType:
-    """Import ``module`` or raise a SeplError naming the extra that provides it (``extra``
-    where a module serves several: transformers for Grounding DINO or for SAM 2 / 3)."""
+def require(module: str, feature: str = "") -> ModuleType:
+    """Import ``module`` or raise a SeplError naming the extra that provides it."""
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        default, what = EXTRAS.get(module, ("all", module))
-        extra = extra or default
+        extra, what = EXTRAS.get(module, ("all", module))
         need = f" for {feature}" if feature else ""
         raise SeplError(
             f"{what} is not installed{need} ({e})",

@@ -100,12 +100,12 @@ def _check_type(config, family: str, where: str) -> None:
 
 
 def _model_class(family: str):
-    tf = require("transformers", "SAM 2 / SAM-HQ / SAM 3", extra="sam2")
+    tf = require("transformers", "SAM 2 / SAM-HQ / SAM 3")
     return {"sam2": tf.Sam2Model, "samhq": tf.SamHQModel, "sam3": tf.Sam3Model}[family]
 
 
 def _default_processor(family: str, image_size: int, folder: Optional[Path] = None):
-    tf = require("transformers", "SAM 2 / SAM-HQ / SAM 3", extra="sam2")
+    tf = require("transformers", "SAM 2 / SAM-HQ / SAM 3")
     if folder is not None and any((folder / f).is_file() for f in ("processor_config.json",
                                                                       "preprocessor_config.json")):
         cls = {"sam2": tf.Sam2Processor, "samhq": tf.SamHQProcessor, "sam3": tf.Sam3Processor}[family]
@@ -156,7 +156,7 @@ def load_hf_sam(family: str, model: Optional[str] = None, device: str = "cpu", r
     if not model:
         raise SeplError(f"no {what} model given", hint=_download_hint(family))
     cls = _model_class(family)
-    tf = require("transformers", extra="sam2")
+    tf = require("transformers")
     path = Path(os.path.expanduser(str(model)))
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -224,7 +224,7 @@ def _check_tokenizer(proc, config, where: str) -> None:
 
 def tiny_sam2_config(image_size: int = TINY_IMAGE_SIZE["sam2"]):
     """A Sam2Config with the released structure (Hiera + FPN + two-way decoder), ~0.35 M parameters."""
-    tf = require("transformers", extra="sam2")
+    tf = require("transformers")
     s = image_size
     backbone = tf.Sam2HieraDetConfig(
         hidden_size=16, num_attention_heads=1, image_size=[s, s], blocks_per_stage=[1, 1, 2, 1],
@@ -240,7 +240,7 @@ def tiny_sam2_config(image_size: int = TINY_IMAGE_SIZE["sam2"]):
 
 def tiny_samhq_config(image_size: int = TINY_IMAGE_SIZE["samhq"]):
     """A SamHQConfig (ViT with one global block, HQ decoder), ~0.1 M parameters."""
-    tf = require("transformers", extra="sam2")
+    tf = require("transformers")
     vision = tf.SamHQVisionConfig(hidden_size=32, output_channels=32, num_hidden_layers=2, num_attention_heads=2,
                                   image_size=image_size, patch_size=16, window_size=4, global_attn_indexes=[1],
                                   num_pos_feats=16, mlp_dim=64)
@@ -253,7 +253,7 @@ def tiny_samhq_config(image_size: int = TINY_IMAGE_SIZE["samhq"]):
 def tiny_clip_tokenizer(words=None):
     """A CLIP byte-level BPE tokenizer built offline: every byte is a token, and each of
     ``words`` (default: VOC and COCO class names and the sub-prompts) is merged into one."""
-    tf = require("transformers", extra="sam2")
+    tf = require("transformers")
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     from ..grounded.tiny import default_words
@@ -280,7 +280,7 @@ def tiny_clip_tokenizer(words=None):
 
 def tiny_sam3_config(vocab_size: int, image_size: int = TINY_IMAGE_SIZE["sam3"], num_queries: int = 12):
     """A Sam3Config (ViT + FPN, CLIP text encoder, DETR encoder/decoder, mask decoder), ~0.25 M parameters."""
-    tf = require("transformers", extra="sam2")
+    tf = require("transformers")
     g = image_size // 14
     vit = tf.Sam3ViTConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                            image_size=image_size, patch_size=14, window_size=4, global_attn_indexes=[1],
@@ -301,7 +301,7 @@ def tiny_sam3_config(vocab_size: int, image_size: int = TINY_IMAGE_SIZE["sam3"],
 def build_tiny(family: str, seed: int = 0):
     """``(model, processor)``: a tiny random model of ``family`` and its processor (same seed, same weights)."""
     torch = require("torch")
-    tf = require("transformers", extra="sam2")
+    tf = require("transformers")
     _family(family)
     tok = tiny_clip_tokenizer() if family == "sam3" else None
     config = {"sam2": lambda: tiny_sam2_config(), "samhq": lambda: tiny_samhq_config(),

@@ -182,7 +182,7 @@ class HFSamAutoMasks(AutoMaskPipeline):
                  dtype: Optional[str] = None, model_name: str = "", random_weights: bool = False):
         if family not in BACKENDS:
             raise SeplError(f"unknown automatic-mask family '{family}'", hint=f"use one of {', '.join(BACKENDS)}")
-        tf = require("transformers", "SAM 2 / SAM-HQ masks", extra="sam2")
+        tf = require("transformers", "SAM 2 / SAM-HQ masks")
         expected = {"sam2": tf.Sam2Model, "samhq": tf.SamHQModel}[family]
         if not isinstance(model, expected):
             raise SeplError(f"{FAMILY_NAMES[family]} needs a {expected.__name__}, got {type(model).__name__}",

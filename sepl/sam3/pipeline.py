@@ -71,7 +71,7 @@ class Sam3PseudoLabels:
                  presence_threshold: float = 0.0, mask_threshold: float = 0.5, rule: str = DEFAULT_RULE,
                  dedup_iou: Optional[float] = 0.8, ignore_conflicts: bool = False, prompt_batch: int = 16,
                  image_batch: int = 4, dtype: Optional[str] = None):
-        tf = require("transformers", "SAM 3", extra="sam2")
+        tf = require("transformers", "SAM 3")
         if not isinstance(model, tf.Sam3Model):
             raise SeplError(f"SAM 3 pseudo-labels need a Sam3Model, got {type(model).__name__}",
                             hint="load it with sepl.masks.hf_models.load_hf_sam('sam3', ...)")

@@ -160,33 +160,36 @@ def merge_alone(ds, limit: int = 30) -> float:
     return 1000 * best / len(arrays)
 
 
-def warm_up_evaluations() -> dict:
-    """Run both evaluations once on a separate 8-sample dataset, so that one-time costs of the
-    process (imports, first calls) are not counted per sample against either; returns their
-    times in ms (sepl's first call, FiftyOne's)."""
+def time_evaluations(ds) -> tuple:
+    """Seconds of sepl's ``evaluate`` and of ``fo.evaluate_segmentations`` (seeds vs GT) on ``ds``."""
     import fiftyone.utils.eval as foue
 
     from sepl.fo import evaluate
 
+    t = time.perf_counter()
+    evaluate(ds, "seeds", "gt")
+    sepl_s = time.perf_counter() - t
+    t = time.perf_counter()
+    foue.evaluate_segmentations(ds, "seeds", gt_field="gt", eval_key="fo_eval",
+                                mask_targets=ds.mask_targets["gt"], progress=False)
+    return sepl_s, time.perf_counter() - t
+
+
+def warm_up_evaluations() -> dict:
+    """Run both evaluations once on a separate 8-sample dataset, so that one-time costs of the
+    process (imports, first calls) are not counted per sample against either; returns their
+    times in ms."""
     ds, _, _, _ = build(8, 10, False, SIZE)
     try:
-        t = time.perf_counter()
-        evaluate(ds, "seeds", "gt")
-        sepl_ms = 1000 * (time.perf_counter() - t)
-        t = time.perf_counter()
-        foue.evaluate_segmentations(ds, "seeds", gt_field="gt", eval_key="fo_eval",
-                                    mask_targets=ds.mask_targets["gt"], progress=False)
-        return {"sepl": round(sepl_ms, 1), "fo": round(1000 * (time.perf_counter() - t), 1)}
+        return {k: round(1000 * v, 1) for k, v in zip(("sepl", "fo"), time_evaluations(ds))}
     finally:
         ds.delete()
 
 
 def case(spec: dict) -> dict:
-    import fiftyone as fo
     import fiftyone.core.sample as fos
-    import fiftyone.utils.eval as foue
 
-    from sepl.fo import evaluate, refine
+    from sepl.fo import refine
 
     n, m, hold, workers = spec["n"], spec["masks"], spec["hold"], spec["workers"]
     out: dict = dict(spec)
@@ -207,13 +210,8 @@ def case(spec: dict) -> dict:
         out["refine_vs_merge"] = out["refine_ms"] / out["merge_ms"]
         if spec.get("evaluate", True):
             out["eval_warmup_ms"] = warm_up_evaluations()
-            t = time.perf_counter()
-            evaluate(ds, "seeds", "gt")
-            out["sepl_eval_ms"] = 1000 * (time.perf_counter() - t) / n
-            t = time.perf_counter()
-            foue.evaluate_segmentations(ds, "seeds", gt_field="gt", eval_key="fo_eval",
-                                        mask_targets=ds.mask_targets["gt"], progress=False)
-            out["fo_eval_ms"] = 1000 * (time.perf_counter() - t) / n
+            sepl_s, fo_s = time_evaluations(ds)
+            out["sepl_eval_ms"], out["fo_eval_ms"] = 1000 * sepl_s / n, 1000 * fo_s / n
             out["eval_speedup"] = out["fo_eval_ms"] / out["sepl_eval_ms"]
         if held is not None:  # the held samples see what was written, without a reload
             s = held[0]
@@ -309,7 +307,7 @@ def main() -> int:
         a, b = main_rows[0], main_rows[-1]
         print(f"cost vs N: refine {a['refine_ms']:.1f} -> {b['refine_ms']:.1f} ms/sample from N={a['n']} to "
               f"N={b['n']} (per-sample ratio {b['refine_ms'] / a['refine_ms']:.2f}: 1.0 is linear)")
-    print(f"targets: refine <= 3x merge alone; evaluate >= 20x fo.evaluate_segmentations")
+    print("targets: refine <= 3x merge alone; evaluate >= 20x fo.evaluate_segmentations")
     return 0
 
 
